@@ -1,0 +1,28 @@
+"""Image and table input/output: readers that validate, writers that are atomic.
+
+Reading returns an :class:`Image` (``(Y, X)`` float32 data, values as acquired, plus name, pixel size in
+µm, stored dtype and detector full scale). Every problem with an input raises
+:class:`nucleoscope.InputError` whose message names the file and the problem. Every writer goes through
+:func:`atomic_path`: a temporary file beside the target, moved into place only on success.
+"""
+
+from __future__ import annotations
+
+from ._find import find_images
+from ._read import SUPPORTED_SUFFIXES, Image, image_name, read_image, read_labels
+from ._write import atomic_path, read_table, write_json, write_labels, write_png, write_table
+
+__all__ = [
+    "SUPPORTED_SUFFIXES",
+    "Image",
+    "atomic_path",
+    "find_images",
+    "image_name",
+    "read_image",
+    "read_labels",
+    "read_table",
+    "write_json",
+    "write_labels",
+    "write_png",
+    "write_table",
+]

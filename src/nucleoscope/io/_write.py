@@ -1,0 +1,231 @@
+"""Atomic writers: label TIFFs, tables, JSON, PNG. A crash never leaves a half-written file behind."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import secrets
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._errors import InputError
+
+__all__ = ["atomic_path", "write_labels", "read_table", "write_table", "write_json", "write_png"]
+
+_TABLE_SUFFIXES = (".parquet", ".csv")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it onto ``path`` when the block succeeds.
+
+    The temporary file lives in the same folder (so ``os.replace`` is an atomic rename on one file
+    system) and ends with the target's full name (so writers that pick a format by suffix still work).
+    On an exception it is removed and ``path`` is left as it was. The parent folder is created.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Final destination.
+
+    Yields
+    ------
+    pathlib.Path
+        Where to write.
+
+    Examples
+    --------
+    >>> with atomic_path("out/table.csv") as tmp:  # doctest: +SKIP
+    ...     df.to_csv(tmp)
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Leading dot: hidden, and skipped by find_images if the process dies before cleanup.
+    tmp = target.with_name(f".~{os.getpid()}-{secrets.token_hex(4)}.{target.name}")
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise FileNotFoundError(f"{tmp}: the writer did not create the temporary file")
+        with open(tmp, "rb+") as fh:  # flush to disk before the rename makes it visible
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def _as_labels(labels: Any, path: Path) -> np.ndarray:
+    arr = np.asarray(labels)
+    if arr.ndim != 2:
+        raise InputError(f"labels to write must be 2D (Y, X), got shape {arr.shape}", path=path)
+    if arr.dtype == np.bool_:
+        return arr.astype(np.int32)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise InputError(f"labels to write must be integers, got dtype {arr.dtype}", path=path)
+    if arr.size and (arr.min() < 0 or arr.max() > np.iinfo(np.int32).max):
+        raise InputError(f"label values must lie in 0..2**31-1, got {arr.min()}..{arr.max()}", path=path)
+    return arr.astype(np.int32, copy=False)
+
+
+def write_labels(path: str | os.PathLike, labels: np.ndarray, *, spacing: float | None = None) -> Path:
+    """Write an instance label image as an int32, zlib-compressed TIFF, atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination ``.tif``.
+    labels : np.ndarray
+        ``(Y, X)`` integer labels, 0 = background; stored as int32 (never narrowed).
+    spacing : float, optional
+        µm per pixel, stored as TIFF resolution (pixels per cm) so that :func:`read_image` and
+        ImageJ/Fiji recover it.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    import tifffile
+
+    target = Path(path)
+    data = _as_labels(labels, target)
+    kwargs: dict[str, Any] = {}
+    if spacing is not None:
+        if not (math.isfinite(spacing) and spacing > 0):
+            raise InputError(f"spacing must be a positive number of µm, got {spacing!r}", path=target)
+        # TIFF has no µm unit; centimetre is standard and lossless enough (rational with 1e6 denominator).
+        kwargs.update(resolution=(1e4 / spacing, 1e4 / spacing), resolutionunit="CENTIMETER")
+    with atomic_path(target) as tmp:
+        tifffile.imwrite(tmp, data, compression="zlib", photometric="minisblack", **kwargs)
+    return target
+
+
+def _table_kind(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in _TABLE_SUFFIXES:
+        raise InputError(f"unsupported table format {suffix!r}; use .parquet or .csv", path=path)
+    return suffix
+
+
+def read_table(path: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821 - pandas imported lazily
+    """Read a table written by :func:`write_table` (``.parquet`` or ``.csv``, by suffix).
+
+    Raises
+    ------
+    InputError
+        Missing file, unsupported suffix, unreadable content.
+    """
+    import pandas as pd
+
+    p = Path(path)
+    kind = _table_kind(p)
+    if not p.is_file():
+        raise InputError("file not found", path=p)
+    try:
+        return pd.read_parquet(p) if kind == ".parquet" else pd.read_csv(p)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except Exception as exc:  # noqa: BLE001 - pyarrow/pandas raise many kinds for a bad file
+        raise InputError(f"cannot read table: {type(exc).__name__}: {exc}", path=p) from exc
+
+
+def write_table(df: "pd.DataFrame", path: str | os.PathLike) -> Path:  # noqa: F821
+    """Write a DataFrame by suffix: ``.parquet`` (pyarrow) or ``.csv``; without the index; atomically.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    target = Path(path)
+    kind = _table_kind(target)
+    with atomic_path(target) as tmp:
+        if kind == ".parquet":
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
+    return target
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain-JSON view of ``obj``: numpy scalars/arrays, Paths, dataclasses, sets, dates; NaN/Inf -> null."""
+    if isinstance(obj, (str, bool)) or obj is None:
+        return obj
+    if isinstance(obj, (int, np.integer)) and not isinstance(obj, np.bool_):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _jsonable({f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)})
+    if isinstance(obj, Mapping):
+        return {str(_jsonable(k)): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return sorted((_jsonable(v) for v in obj), key=repr)
+    if isinstance(obj, (_dt.datetime, _dt.date, _dt.time)):
+        return obj.isoformat()
+    if isinstance(obj, np.generic):
+        return _jsonable(obj.item())
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON: {obj!r}")
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Write ``obj`` as UTF-8 JSON (indent 2, trailing newline), atomically.
+
+    numpy scalars and arrays, ``Path``, dataclasses, sets and dates are converted; NaN and Inf become
+    ``null`` so the file is strict JSON.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    target = Path(path)
+    text = json.dumps(_jsonable(obj), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return target
+
+
+def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
+    """Write a uint8 image as PNG, atomically.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination ``.png``.
+    rgb : np.ndarray
+        ``(Y, X, 3)`` RGB, ``(Y, X, 4)`` RGBA or ``(Y, X)`` grayscale, uint8.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+    """
+    import imagecodecs
+
+    target = Path(path)
+    arr = np.asarray(rgb)
+    if arr.dtype != np.uint8:
+        raise InputError(f"PNG data must be uint8, got {arr.dtype}", path=target)
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
+        raise InputError(f"PNG data must be (Y, X), (Y, X, 3) or (Y, X, 4), got shape {arr.shape}", path=target)
+    encoded = imagecodecs.png_encode(np.ascontiguousarray(arr))
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(encoded)
+    return target

@@ -1,0 +1,518 @@
+"""nucleoscope.io: reading with validation, pixel size from metadata, channel/plane selection, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import imagecodecs
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+
+from nucleoscope import InputError
+from nucleoscope.io import (
+    SUPPORTED_SUFFIXES,
+    Image,
+    atomic_path,
+    find_images,
+    image_name,
+    read_image,
+    read_labels,
+    read_table,
+    write_json,
+    write_labels,
+    write_png,
+    write_table,
+)
+
+
+@pytest.fixture()
+def rng() -> np.random.Generator:
+    return np.random.default_rng(20261122)
+
+
+def _expect(exc_info: pytest.ExceptionInfo, path: Path, *words: str) -> None:
+    """The message names the file and says each key word (case-insensitive)."""
+    msg = str(exc_info.value)
+    assert path.name in msg, msg
+    for word in words:
+        assert word.lower() in msg.lower(), f"{word!r} not in {msg!r}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Round trips per dtype and the saturation level
+
+
+@pytest.mark.parametrize(
+    ("dtype", "top", "saturation"),
+    [
+        (np.uint8, 200, 255.0),
+        (np.uint16, 4095, 4095.0),  # 12-bit camera
+        (np.uint16, 4096, 65535.0),
+        (np.uint16, 60000, 65535.0),
+    ],
+)
+def test_tiff_integer_round_trip(tmp_path, rng, dtype, top, saturation):
+    arr = rng.integers(0, top, size=(33, 47), dtype=dtype)
+    arr[0, 0] = top  # pin the maximum
+    f = tmp_path / "a.tif"
+    tifffile.imwrite(f, arr)
+    img = read_image(f)
+    assert isinstance(img, Image)
+    assert img.data.dtype == np.float32 and img.data.shape == (33, 47)
+    np.testing.assert_array_equal(img.data, arr.astype(np.float32))  # no rescaling
+    assert img.dtype == np.dtype(dtype).name
+    assert img.saturation == saturation
+    assert img.name == "a" and img.source == str(f)
+    assert img.spacing is None and img.channel is None
+    assert img.megapixels == pytest.approx(33 * 47 / 1e6)
+
+
+def test_tiff_float_saturation(tmp_path, rng):
+    unit = rng.random((20, 30)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "u.tif", unit)
+    img = read_image(tmp_path / "u.tif")
+    np.testing.assert_array_equal(img.data, unit)
+    assert img.dtype == "float32" and img.saturation == 1.0
+    wide = (unit * 1000 - 5).astype(np.float64)
+    tifffile.imwrite(tmp_path / "w.tif", wide)
+    img = read_image(tmp_path / "w.tif")
+    assert img.dtype == "float64"
+    assert img.saturation == pytest.approx(float(wide.max()), rel=1e-6)
+    np.testing.assert_allclose(img.data, wide, rtol=1e-6)
+
+
+def test_constant_and_blank_images_are_not_errors(tmp_path):
+    tifffile.imwrite(tmp_path / "blank.tif", np.zeros((16, 16), np.uint16))
+    tifffile.imwrite(tmp_path / "flat.tif", np.full((16, 16), 7, np.uint8))
+    assert read_image(tmp_path / "blank.tif").data.max() == 0
+    assert read_image(tmp_path / "flat.tif").data.min() == 7
+
+
+def test_png_and_jpeg(tmp_path, rng):
+    g16 = rng.integers(0, 65535, (21, 34), dtype=np.uint16)
+    (tmp_path / "g.png").write_bytes(imagecodecs.png_encode(g16))
+    img = read_image(tmp_path / "g.png")
+    np.testing.assert_array_equal(img.data, g16)
+    assert img.dtype == "uint16" and img.name == "g"
+
+    g8 = rng.integers(0, 255, (24, 32), dtype=np.uint8)
+    (tmp_path / "g.jpeg").write_bytes(imagecodecs.jpeg8_encode(g8, level=100))
+    img = read_image(tmp_path / "g.jpeg")
+    assert img.dtype == "uint8" and img.saturation == 255.0
+    assert np.abs(img.data - g8).mean() < 3  # lossy, but close
+
+
+def test_names_strip_the_image_suffix():
+    assert image_name("d/a.ome.tif") == "a"
+    assert image_name("d/a.b.OME.TIFF") == "a.b"
+    assert image_name("x.PNG") == "x"
+    assert image_name("plain.tif") == "plain"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pixel size
+
+
+@pytest.mark.parametrize(("value", "unit", "um"), [(0.215, "µm", 0.215), (200.0, "nm", 0.2), (None, None, None)])
+def test_ome_pixel_size(tmp_path, value, unit, um):
+    meta = {"axes": "YX"}
+    if value is not None:
+        meta.update(PhysicalSizeX=value, PhysicalSizeY=value, PhysicalSizeXUnit=unit, PhysicalSizeYUnit=unit)
+    f = tmp_path / "o.ome.tif"
+    tifffile.imwrite(f, np.ones((8, 9), np.uint16), ome=True, metadata=meta)
+    img = read_image(f)
+    assert img.name == "o"
+    assert img.spacing == (None if um is None else pytest.approx(um, rel=1e-9))
+
+
+@pytest.mark.parametrize(("unit", "um"), [("um", 0.5), ("micron", 0.5), ("\\u00B5m", 0.5), ("nm", 0.0005)])
+def test_imagej_pixel_size(tmp_path, unit, um):
+    f = tmp_path / "ij.tif"
+    tifffile.imwrite(f, np.ones((8, 9), np.uint16), imagej=True, resolution=(2.0, 2.0), metadata={"unit": unit})
+    assert read_image(f).spacing == pytest.approx(um, rel=1e-9)
+
+
+def test_tiff_resolution_tags(tmp_path):
+    f = tmp_path / "cm.tif"
+    tifffile.imwrite(f, np.ones((8, 8), np.uint8), resolution=(1e4 / 0.65, 1e4 / 0.65), resolutionunit="CENTIMETER")
+    assert read_image(f).spacing == pytest.approx(0.65, rel=1e-6)
+    f = tmp_path / "inch.tif"
+    tifffile.imwrite(f, np.ones((8, 8), np.uint8), resolution=(25400 / 0.25, 25400 / 0.25), resolutionunit="INCH")
+    assert read_image(f).spacing == pytest.approx(0.25, rel=1e-6)
+    # 72 dpi (352.8 µm/px) is a display default, not a microscope's pixel size; unit NONE is a ratio.
+    tifffile.imwrite(tmp_path / "dpi.tif", np.ones((8, 8), np.uint8), resolution=(72, 72), resolutionunit="INCH")
+    assert read_image(tmp_path / "dpi.tif").spacing is None
+    tifffile.imwrite(tmp_path / "none.tif", np.ones((8, 8), np.uint8), resolution=(3, 3), resolutionunit="NONE")
+    assert read_image(tmp_path / "none.tif").spacing is None
+
+
+def test_pixel_size_argument_wins(tmp_path):
+    f = tmp_path / "o.ome.tif"
+    tifffile.imwrite(f, np.ones((8, 9), np.uint16), ome=True, metadata={"axes": "YX", "PhysicalSizeX": 0.3})
+    assert read_image(f).spacing == pytest.approx(0.3)
+    assert read_image(f, pixel_size=0.1).spacing == pytest.approx(0.1)
+    for bad in (0, -1.0, float("nan"), "abc"):
+        with pytest.raises(InputError) as ei:
+            read_image(f, pixel_size=bad)
+        _expect(ei, f, "pixel size")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Channel and plane selection
+
+
+def _stack(n: int, shape=(12, 14)) -> np.ndarray:
+    """Plane k is filled with 10 * k + 1, so the plane taken is read off its values."""
+    return np.stack([np.full(shape, 10 * k + 1, np.uint16) for k in range(n)])
+
+
+@pytest.mark.parametrize(
+    ("layout", "writer"),
+    [
+        ("CYX ome", lambda f, a: tifffile.imwrite(f, a, ome=True, metadata={"axes": "CYX"})),
+        ("CYX imagej", lambda f, a: tifffile.imwrite(f, a, imagej=True, metadata={"axes": "CYX"})),
+        ("CYX plain", lambda f, a: tifffile.imwrite(f, a)),
+        ("YXC plain", lambda f, a: tifffile.imwrite(f, np.moveaxis(a, 0, -1), photometric="minisblack",
+                                                    planarconfig="contig")),
+    ],
+)
+def test_channel_selection_layouts(tmp_path, layout, writer):
+    f = tmp_path / "multi.ome.tif" if "ome" in layout else tmp_path / "multi.tif"
+    writer(f, _stack(5))
+    for c in (0, 3, 4):
+        img = read_image(f, channel=c)
+        assert img.channel == c and img.data.shape == (12, 14)
+        assert np.all(img.data == 10 * c + 1), layout
+        assert img.name == "multi"
+    with pytest.raises(InputError) as ei:
+        read_image(f)
+    _expect(ei, f, "--channel", "(5, 12, 14)" if layout != "YXC plain" else "(12, 14, 5)")
+    with pytest.raises(InputError) as ei:
+        read_image(f, channel=5)
+    _expect(ei, f, "channel 5", "out of range", "5 channels")
+
+
+def test_rgb_png_needs_a_channel_unless_gray(tmp_path, rng):
+    rgb = rng.integers(0, 255, (20, 22, 3), dtype=np.uint8)
+    f = tmp_path / "colour.png"
+    f.write_bytes(imagecodecs.png_encode(rgb))
+    with pytest.raises(InputError) as ei:
+        read_image(f)
+    _expect(ei, f, "RGB", "--channel")
+    for c in range(3):
+        np.testing.assert_array_equal(read_image(f, channel=c).data, rgb[..., c])
+    rgba = np.dstack([rgb, np.full((20, 22), 255, np.uint8)])
+    f4 = tmp_path / "rgba.png"
+    f4.write_bytes(imagecodecs.png_encode(rgba))
+    with pytest.raises(InputError) as ei:
+        read_image(f4)
+    _expect(ei, f4, "RGBA", "--channel")
+    # Gray stored as RGB(A): accepted, channel stays None.
+    g = rgb[..., 1]
+    for name, arr in [("gray.png", np.dstack([g, g, g])), ("graya.png", np.dstack([g, g, g, g * 0 + 255]))]:
+        (tmp_path / name).write_bytes(imagecodecs.png_encode(arr))
+        img = read_image(tmp_path / name)
+        np.testing.assert_array_equal(img.data, g)
+        assert img.channel is None
+
+
+def test_rgb_tiff(tmp_path, rng):
+    rgb = rng.integers(0, 255, (20, 22, 3), dtype=np.uint8)
+    f = tmp_path / "rgb.tif"
+    tifffile.imwrite(f, rgb, photometric="rgb")
+    with pytest.raises(InputError) as ei:
+        read_image(f)
+    _expect(ei, f, "RGB", "--channel")
+    np.testing.assert_array_equal(read_image(f, channel=2).data, rgb[..., 2])
+
+
+def test_channel_zero_of_grayscale_is_accepted(tmp_path):
+    f = tmp_path / "g.tif"
+    tifffile.imwrite(f, np.full((8, 8), 3, np.uint8))
+    img = read_image(f, channel=0)
+    assert img.channel == 0 and img.data[0, 0] == 3
+    with pytest.raises(InputError) as ei:
+        read_image(f, channel=1)
+    _expect(ei, f, "out of range", "1 channel")
+    with pytest.raises(InputError) as ei:
+        read_image(f, channel=-1)
+    _expect(ei, f, "out of range")
+
+
+def test_plane_selection_and_3d_errors(tmp_path):
+    f = tmp_path / "z.ome.tif"
+    tifffile.imwrite(f, _stack(4), ome=True, metadata={"axes": "ZYX"})
+    with pytest.raises(InputError) as ei:
+        read_image(f)
+    _expect(ei, f, "3D", "ZYX", "(4, 12, 14)", "--plane Z")
+    assert np.all(read_image(f, plane=2).data == 21)
+    with pytest.raises(InputError) as ei:
+        read_image(f, plane=4)
+    _expect(ei, f, "plane 4", "out of range")
+    # Multi-page TIFF written page by page.
+    m = tmp_path / "pages.tif"
+    for k in range(3):
+        tifffile.imwrite(m, np.full((6, 7), k, np.uint8), append=True)
+    with pytest.raises(InputError) as ei:
+        read_image(m)
+    _expect(ei, m, "3D", "--plane")
+    assert np.all(read_image(m, plane=1).data == 1)
+
+
+def test_4d_needs_channel_and_plane(tmp_path):
+    f = tmp_path / "zc.ome.tif"
+    data = np.stack([_stack(3) + 100 * z for z in range(2)])  # Z=2, C=3
+    tifffile.imwrite(f, data, ome=True, metadata={"axes": "ZCYX", "PhysicalSizeX": 0.1})
+    with pytest.raises(InputError) as ei:
+        read_image(f)
+    _expect(ei, f, "4D", "ZCYX", "--channel", "--plane")
+    with pytest.raises(InputError) as ei:
+        read_image(f, channel=1)
+    _expect(ei, f, "--plane")
+    img = read_image(f, channel=2, plane=1)
+    assert np.all(img.data == 100 + 21) and img.spacing == pytest.approx(0.1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Errors
+
+
+def test_missing_file(tmp_path):
+    f = tmp_path / "nope.tif"
+    with pytest.raises(InputError) as ei:
+        read_image(f)
+    _expect(ei, f, "not found")
+    assert isinstance(ei.value, ValueError) and ei.value.path == str(f)
+    with pytest.raises(InputError) as ei:
+        read_labels(f)
+    _expect(ei, f, "not found")
+
+
+def test_unsupported_format(tmp_path):
+    f = tmp_path / "cells.bmp"
+    f.write_bytes(b"BM....")
+    with pytest.raises(InputError) as ei:
+        read_image(f)
+    _expect(ei, f, "unsupported", ".tif", ".png", ".jpg")
+
+
+def test_truncated_tiff(tmp_path, rng):
+    good = tmp_path / "good.tif"
+    tifffile.imwrite(good, rng.integers(0, 4095, (128, 160), dtype=np.uint16))
+    data = good.read_bytes()
+    for compression in (None, "zlib"):
+        tifffile.imwrite(good, rng.integers(0, 4095, (128, 160), dtype=np.uint16), compression=compression)
+        cut = tmp_path / f"cut_{compression}.tif"
+        data = good.read_bytes()
+        cut.write_bytes(data[: len(data) // 2])
+        with pytest.raises(InputError) as ei:
+            read_image(cut)
+        _expect(ei, cut, "truncated")
+        assert "Traceback" not in str(ei.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not a tiff at all" * 10, b"II*\x00\xff\xff\xff\xff"])
+def test_corrupt_tiff(tmp_path, content):
+    f = tmp_path / "broken.tiff"
+    f.write_bytes(content)
+    with pytest.raises(InputError) as ei:
+        read_image(f)
+    _expect(ei, f, "corrupt", "TIFF")
+
+
+def test_corrupt_png(tmp_path, rng):
+    f = tmp_path / "broken.png"
+    f.write_bytes(imagecodecs.png_encode(rng.integers(0, 255, (40, 40), dtype=np.uint8))[:50])
+    with pytest.raises(InputError) as ei:
+        read_image(f)
+    _expect(ei, f, "corrupt", "PNG")
+
+
+@pytest.mark.parametrize(("bad", "nan", "inf"), [(np.nan, 1, 0), (np.inf, 0, 1), (-np.inf, 0, 1)])
+def test_non_finite_values(tmp_path, bad, nan, inf):
+    arr = np.ones((10, 10), np.float32)
+    arr[3, 4] = bad
+    f = tmp_path / "nonfinite.tif"
+    tifffile.imwrite(f, arr)
+    with pytest.raises(InputError) as ei:
+        read_image(f)
+    _expect(ei, f, "non-finite", f"{nan} NaN", f"{inf} Inf")
+
+
+def test_folder_given_as_file(tmp_path):
+    d = tmp_path / "dir.tif"
+    d.mkdir()
+    with pytest.raises(InputError) as ei:
+        read_image(d)
+    _expect(ei, d, "folder")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Labels
+
+
+def test_labels_round_trip_keeps_int32_and_spacing(tmp_path, rng):
+    labels = rng.integers(0, 70_000, (30, 40)).astype(np.int32)  # beyond uint16: never narrowed
+    f = write_labels(tmp_path / "sub" / "l.tif", labels, spacing=0.215)
+    assert f == tmp_path / "sub" / "l.tif"
+    back = read_labels(f)
+    assert back.dtype == np.int32
+    np.testing.assert_array_equal(back, labels)
+    with tifffile.TiffFile(f) as tif:
+        assert tif.pages[0].dtype == np.int32
+        assert tif.pages[0].compression == tifffile.COMPRESSION.ADOBE_DEFLATE
+    assert read_image(f).spacing == pytest.approx(0.215, rel=1e-6)
+    assert not [p for p in f.parent.iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+def test_write_labels_rejects_bad_arrays(tmp_path):
+    f = tmp_path / "l.tif"
+    for bad in (np.zeros((2, 3, 4), np.int32), np.zeros((3, 3), np.float32), np.array([[-1, 0]])):
+        with pytest.raises(InputError) as ei:
+            write_labels(f, bad)
+        _expect(ei, f, "labels")
+    assert not f.exists()
+
+
+def test_read_labels_validation(tmp_path):
+    cases = {
+        "frac.tif": (np.array([[0, 1.5]], np.float32), "integer"),
+        "neg.tif": (np.array([[0, -2]], np.int16), "negative"),
+        "cube.tif": (np.zeros((2, 4, 4), np.uint16), "2D"),
+    }
+    for name, (arr, word) in cases.items():
+        tifffile.imwrite(tmp_path / name, arr)
+        with pytest.raises(InputError) as ei:
+            read_labels(tmp_path / name)
+        _expect(ei, tmp_path / name, word)
+    tifffile.imwrite(tmp_path / "whole.tif", np.array([[0, 2.0]], np.float32))
+    np.testing.assert_array_equal(read_labels(tmp_path / "whole.tif"), [[0, 2]])
+    tifffile.imwrite(tmp_path / "u16.tif", np.array([[0, 65535]], np.uint16))
+    assert read_labels(tmp_path / "u16.tif").dtype == np.int32
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Atomic writers
+
+
+def test_atomic_path_keeps_old_file_when_writer_raises(tmp_path):
+    f = tmp_path / "t.csv"
+    f.write_text("old\n")
+
+    class Boom(RuntimeError):
+        pass
+
+    with pytest.raises(Boom):
+        with atomic_path(f) as tmp:
+            assert tmp.parent == f.parent and tmp.name.endswith("t.csv") and tmp != f
+            tmp.write_text("half of the new")
+            raise Boom
+    assert f.read_text() == "old\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]
+
+
+def test_write_table_failure_keeps_old_table(tmp_path):
+    f = tmp_path / "n.parquet"
+    write_table(pd.DataFrame({"a": [1, 2]}), f)
+    with pytest.raises(Exception):
+        write_table(pd.DataFrame({"a": [object()]}), f)  # pyarrow cannot serialise this
+    pd.testing.assert_frame_equal(read_table(f), pd.DataFrame({"a": [1, 2]}))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["n.parquet"]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_table_round_trip(tmp_path, suffix):
+    df = pd.DataFrame({"ImageName": ["a", "b"], "ObjectNumber": np.array([1, 2], np.int32),
+                       "Area": [10.5, 3.25], "Flag": [True, False]})
+    f = write_table(df, tmp_path / f"t{suffix}")
+    back = read_table(f)
+    assert list(back.columns) == list(df.columns)
+    np.testing.assert_allclose(back["Area"], df["Area"])
+    assert back["ImageName"].tolist() == ["a", "b"] and back["Flag"].tolist() == [True, False]
+    assert back.index.tolist() == [0, 1] and "Unnamed: 0" not in back.columns
+
+
+def test_table_errors(tmp_path):
+    with pytest.raises(InputError) as ei:
+        write_table(pd.DataFrame(), tmp_path / "t.xlsx")
+    _expect(ei, tmp_path / "t.xlsx", "unsupported")
+    with pytest.raises(InputError) as ei:
+        read_table(tmp_path / "missing.csv")
+    _expect(ei, tmp_path / "missing.csv", "not found")
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(b"not parquet")
+    with pytest.raises(InputError) as ei:
+        read_table(bad)
+    _expect(ei, bad, "cannot read")
+
+
+def test_write_json_converts(tmp_path):
+    obj = {"n": np.int64(3), "x": np.float32(0.5), "arr": np.arange(3), "p": Path("a/b"),
+           "flag": np.bool_(True), "nan": float("nan"), 7: (1, 2)}
+    f = write_json(obj, tmp_path / "run.json")
+    text = f.read_text(encoding="utf-8")
+    assert text.startswith("{\n  \"n\": 3") and text.endswith("\n")
+    assert json.loads(text) == {"n": 3, "x": 0.5, "arr": [0, 1, 2], "p": os.fspath(Path("a/b")),
+                                "flag": True, "nan": None, "7": [1, 2]}
+
+
+def test_write_png_round_trip(tmp_path, rng):
+    rgb = rng.integers(0, 255, (9, 11, 3), dtype=np.uint8)
+    f = write_png(tmp_path / "o.png", rgb)
+    np.testing.assert_array_equal(imagecodecs.imread(f), rgb)
+    gray = rgb[..., 0]
+    np.testing.assert_array_equal(imagecodecs.imread(write_png(tmp_path / "g.png", gray)), gray)
+    with pytest.raises(InputError) as ei:
+        write_png(tmp_path / "f.png", rgb.astype(np.float32))
+    _expect(ei, tmp_path / "f.png", "uint8")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# find_images
+
+
+def _touch_images(folder: Path, names) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in names:
+        (folder / n).write_bytes(b"")
+
+
+def test_find_images_folder_glob_and_dedup(tmp_path):
+    _touch_images(tmp_path / "d", ["b.tif", "a.ome.tiff", "c.PNG", "notes.csv", "._junk.tif", "x.jpeg"])
+    _touch_images(tmp_path / "d" / "sub", ["deep.tif"])
+    names = [p.name for p in find_images([tmp_path / "d"])]
+    assert names == ["a.ome.tiff", "b.tif", "c.PNG", "x.jpeg"]
+    rec = [p.name for p in find_images([tmp_path / "d"], recursive=True)]
+    assert rec == ["a.ome.tiff", "b.tif", "c.PNG", "deep.tif", "x.jpeg"]  # sorted by path: d/sub < d/x
+    hits = find_images([str(tmp_path / "d" / "*.tif"), tmp_path / "d", tmp_path / "d" / "b.tif"])
+    assert [p.name for p in hits] == ["a.ome.tiff", "b.tif", "c.PNG", "x.jpeg"]
+    # An explicit file is kept whatever its suffix: reading it reports the problem per image.
+    assert find_images([tmp_path / "d" / "notes.csv"]) == [tmp_path / "d" / "notes.csv"]
+    assert all(s.startswith(".") for s in SUPPORTED_SUFFIXES)
+
+
+def test_find_images_errors(tmp_path):
+    with pytest.raises(InputError) as ei:
+        find_images([tmp_path / "missing.tif"])
+    _expect(ei, tmp_path / "missing.tif", "no such file")
+    with pytest.raises(InputError) as ei:
+        find_images([str(tmp_path / "*.tif")])
+    assert "*.tif" in str(ei.value) and "matches no" in str(ei.value)
+    _touch_images(tmp_path / "tables", ["a.csv"])
+    with pytest.raises(InputError) as ei:
+        find_images([tmp_path / "tables"])
+    _expect(ei, tmp_path / "tables", "no supported image")
+
+
+def test_real_bbbc039_image(shared_data):
+    """A real 12-bit BBBC039 image: uint16 storage, 12-bit full scale, no pixel size in the file."""
+    f = sorted((shared_data / "bbbc039" / "val" / "images").glob("*.tif"))[0]
+    img = read_image(f)
+    assert img.data.shape == (520, 696) and img.dtype == "uint16"
+    assert img.saturation == 4095.0 and img.spacing is None
+    labels = read_labels(shared_data / "bbbc039" / "val" / "masks" / f.name)
+    assert labels.shape == (520, 696) and labels.dtype == np.int32 and labels.max() > 10
