@@ -22,6 +22,7 @@ from nucleoscope.io import (
     read_image,
     read_labels,
     read_table,
+    unique_names,
     write_json,
     write_labels,
     write_png,
@@ -516,3 +517,41 @@ def test_real_bbbc039_image(shared_data):
     assert img.saturation == 4095.0 and img.spacing is None
     labels = read_labels(shared_data / "bbbc039" / "val" / "masks" / f.name)
     assert labels.shape == (520, 696) and labels.dtype == np.int32 and labels.max() > 10
+
+
+def test_truncated_multipage_tiff_is_not_read_as_its_first_page(tmp_path):
+    """A page-by-page stack cut short: tifffile only logs the broken page chain; we must refuse it."""
+    stack = _stack(10, shape=(64, 80))
+    f = tmp_path / "stack.tif"
+    tifffile.imwrite(f, stack, metadata=None)  # plain multi-page TIFF, no shape description
+    assert np.all(read_image(f, plane=7).data == 71)
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) * 6 // 10])
+    for plane in (None, 0, 7):
+        with pytest.raises(InputError) as ei:
+            read_image(f, plane=plane)
+        _expect(ei, f, "truncated")
+
+
+def test_several_plane_axes(tmp_path):
+    f = tmp_path / "tz.ome.tif"
+    tifffile.imwrite(f, np.zeros((3, 2, 8, 9), np.uint8), ome=True, metadata={"axes": "TZYX"})
+    with pytest.raises(InputError) as ei:
+        read_image(f, plane=1)
+    _expect(ei, f, "several plane axes", "T=3", "Z=2")
+
+
+def test_unique_names():
+    assert unique_names(["a/x.tif", "b/x.ome.tif", "b/y.png"]) == ["a_x", "b_x", "y"]
+    assert unique_names(["p/a/x.tif", "q/a/x.tif", "r/b/z.tif"]) == ["p_a_x", "q_a_x", "z"]
+    # Same folder, same stem: numbered, and a numbered name never collides with a real one.
+    assert unique_names(["d/x.tif", "d/x.png", "d/x_2.tif"]) == ["x", "x_2", "x_2_2"]
+    assert unique_names([]) == []
+
+
+def test_find_images_exclude(tmp_path):
+    _touch_images(tmp_path / "in", ["a.tif"])
+    _touch_images(tmp_path / "in" / "out" / "labels", ["a.tif"])
+    assert len(find_images([tmp_path / "in"], recursive=True)) == 2
+    hits = find_images([tmp_path / "in"], recursive=True, exclude=[tmp_path / "in" / "out"])
+    assert hits == [tmp_path / "in" / "a.tif"]

@@ -8,7 +8,7 @@ Reading returns an :class:`Image` (``(Y, X)`` float32 data, values as acquired, 
 
 from __future__ import annotations
 
-from ._find import find_images
+from ._find import find_images, unique_names
 from ._read import SUPPORTED_SUFFIXES, Image, image_name, read_image, read_labels
 from ._write import atomic_path, read_table, write_json, write_labels, write_png, write_table
 
@@ -21,6 +21,7 @@ __all__ = [
     "read_image",
     "read_labels",
     "read_table",
+    "unique_names",
     "write_json",
     "write_labels",
     "write_png",

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .._errors import InputError
-from ._read import SUPPORTED_SUFFIXES
+from ._read import SUPPORTED_SUFFIXES, image_name
 
-__all__ = ["find_images"]
+__all__ = ["find_images", "unique_names"]
 
 _GLOB_CHARS = set("*?[")
 
@@ -26,7 +26,12 @@ def _in_folder(folder: Path, recursive: bool) -> list[Path]:
     return [p for p in found if _is_image(p)]
 
 
-def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = False) -> list[Path]:
+def find_images(
+    inputs: Sequence[str | os.PathLike],
+    *,
+    recursive: bool = False,
+    exclude: Sequence[str | os.PathLike] = (),
+) -> list[Path]:
     """Expand files, folders and glob patterns into a sorted, de-duplicated list of image files.
 
     Parameters
@@ -38,6 +43,9 @@ def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = False)
         ``recursive``).
     recursive : bool
         Also search sub-folders of folders, and let ``**`` in patterns match across folders.
+    exclude : sequence of str or os.PathLike
+        Folders whose contents are never listed, e.g. the output folder of a run that lies inside the
+        input folder (its ``labels/*.tif`` must not become inputs on the next run).
 
     Returns
     -------
@@ -52,6 +60,7 @@ def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = False)
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    skip = [os.path.join(os.path.abspath(os.fspath(e)), "") for e in exclude]
     found: dict[str, Path] = {}
     for item in inputs:
         text = os.path.expanduser(os.fspath(item))
@@ -76,5 +85,52 @@ def find_images(inputs: Sequence[str | os.PathLike], *, recursive: bool = False)
         else:
             raise InputError("no such file or folder", path=text)
         for hit in hits:
-            found.setdefault(os.path.normcase(os.path.abspath(hit)), hit)
+            key = os.path.abspath(hit)
+            if not any(key.startswith(s) for s in skip):
+                found.setdefault(os.path.normcase(key), hit)
     return sorted(found.values(), key=lambda p: os.fspath(p))
+
+
+def unique_names(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """Output names for ``paths``: the image name, prefixed by parent folders only where names clash.
+
+    ``["a/x.tif", "b/x.tif", "b/y.png"]`` -> ``["a_x", "b_x", "y"]``, so that ``labels/<name>.tif`` of
+    two inputs never overwrite each other. Deterministic for a given list (a re-run resumes).
+
+    Parameters
+    ----------
+    paths : sequence of str or os.PathLike
+        Image files, e.g. from :func:`find_images`.
+
+    Returns
+    -------
+    list of str
+        One name per path, in order, all different (case-insensitively, for case-insensitive file systems).
+    """
+    parents = [[q for q in Path(os.path.abspath(p)).parent.parts if q.strip("/\\")] for p in paths]
+    names = [image_name(p) for p in paths]
+    groups: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        groups.setdefault(n.lower(), []).append(i)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        folders = {tuple(parents[i]) for i in members}
+        # The fewest trailing folder names that tell the distinct folders apart.
+        for k in range(1, max(len(f) for f in folders) + 1):
+            if len({f[-k:] for f in folders}) == len(folders):
+                break
+        if len(folders) > 1:
+            for i in members:
+                names[i] = "_".join([*parents[i][-k:], names[i]])
+    # Same folder, same name with another suffix (a.tif, a.png), or a path listed twice: number them.
+    used: set[str] = set()
+    out = []
+    for n in names:
+        cand, k = n, 1
+        while cand.lower() in used:
+            k += 1
+            cand = f"{n}_{k}"
+        used.add(cand.lower())
+        out.append(cand)
+    return out

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,7 @@ _UM_PER_UNIT = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: compare by identity, never element-wise over arrays
 class Image:
     """One 2D image as read from a file.
 
@@ -127,10 +129,49 @@ def _read_raw(path: Path, suffix: str) -> tuple[np.ndarray, str, float | None]:
         ) from exc
 
 
+# tifffile logs (not raises) when the chain of pages is broken, e.g. a multi-page file cut short: it then
+# returns the pages before the break as if the file ended there. These messages mean "truncated/corrupt".
+_TIFFFILE_CORRUPT = ("invalid page offset", "invalid offset", "corrupted tag", "invalid next page",
+                     "missing data offset", "bytecounts tag", "truncated")
+
+
+class _Capture(logging.Handler):
+    """Collect tifffile's log records from this thread only (reads may run in parallel threads)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.thread = threading.get_ident()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread == self.thread:
+            self.records.append(record)
+
+
+@contextlib.contextmanager
+def _tifffile_log(path: Path):
+    tlog = logging.getLogger("tifffile")
+    handler = _Capture()
+    tlog.addHandler(handler)
+    try:
+        yield
+    finally:
+        tlog.removeHandler(handler)
+        bad = None
+        for rec in handler.records:
+            msg = rec.getMessage()
+            if rec.levelno >= logging.ERROR and any(k in msg.lower() for k in _TIFFFILE_CORRUPT):
+                bad = bad or msg.split("> ", 1)[-1]
+            else:
+                logger.warning("%s: tifffile: %s", path, msg)
+    if bad is not None:
+        raise InputError(f"cannot read TIFF: the file is corrupt or truncated (tifffile: {bad})", path=path)
+
+
 def _read_tiff(path: Path) -> tuple[np.ndarray, str, float | None]:
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
+    with _tifffile_log(path), tifffile.TiffFile(path) as tif:
         if not tif.series:
             raise InputError("cannot read TIFF: the file holds no image data", path=path)
         series = tif.series[0]
@@ -406,7 +447,7 @@ def read_image(
     if np.iscomplexobj(plane_data):
         raise InputError(f"complex-valued data ({plane_data.dtype}) is not an intensity image", path=p)
     data = np.ascontiguousarray(plane_data, dtype=np.float32)
-    if np.issubdtype(plane_data.dtype, np.floating) or not np.isfinite(data).all():
+    if np.issubdtype(plane_data.dtype, np.floating):  # integers are always finite
         finite = np.isfinite(data)
         if not finite.all():
             n_nan = int(np.isnan(data).sum())
