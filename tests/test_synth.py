@@ -135,3 +135,26 @@ def test_bad_options():
         nuclei_field((64, 64), rng=0, dtype="int8")
     with pytest.raises(InputError):
         nuclei_field((64, 64), rng=0, diameter=(10, 5))
+
+
+def test_cli_writes_the_shared_data_layout(tmp_path):
+    import pandas as pd
+    import tifffile
+
+    from nucleoscope.cli import main
+
+    out = tmp_path / "set"
+    rc = main(["synth", "nuclei", "-n", "3", "-o", str(out), "--seed", "7", "--size", "96", "112",
+               "--set", "coverage=0.3", "--val-fraction", "0.34"])
+    assert rc == 0
+    truth = pd.read_csv(out / "truth.csv")
+    splits = pd.read_csv(out / "splits.csv")
+    assert list(splits["split"]) == ["train", "train", "val"]
+    for i, name in enumerate(splits["image"]):
+        again = nuclei_field((96, 112), rng=np.random.default_rng([7, i]), coverage=0.3)
+        image = tifffile.imread(out / "images" / f"{name}.tif")
+        masks = tifffile.imread(out / "masks" / f"{name}.tif")
+        assert masks.dtype == np.uint16 and image.dtype == np.uint16
+        assert np.array_equal(image, again.image) and np.array_equal(masks, again.labels)
+        assert (truth["image"] == name).sum() == masks.max() == len(again.objects)
+    assert main(["synth", "nuclei", "-n", "1", "-o", str(tmp_path / "x"), "--set", "nope=1"]) == 2

@@ -8,7 +8,7 @@ from skimage.segmentation import watershed
 
 from ._nucleus import Chromatin, Geometry, render_chromatin, rho_local
 
-__all__ = ["render_nuclei", "object_table", "touching_pairs"]
+__all__ = ["render_nuclei", "object_table", "touching_pairs", "hc_ec"]
 
 
 def render_nuclei(g: Geometry, chroma: list[Chromatin], shape: tuple[int, int], rng: np.random.Generator):
@@ -75,6 +75,20 @@ def touching_pairs(labels: np.ndarray) -> np.ndarray:
     if not pairs:
         return np.zeros((0, 2), np.int64)
     return np.unique(np.concatenate(pairs).astype(np.int64), axis=0)
+
+
+def hc_ec(labels: np.ndarray, clean: np.ndarray, hc_mask: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
+    """Exact HC/EC truth per label 1..n.
+
+    HC = summed ``clean`` intensity of the nucleus's heterochromatin pixels, EC = summed intensity of the
+    whole nucleus (its label pixels) minus HC, on the noise-free image as rendered (background included,
+    like a measurement on a real image). Returns ``(hc, ec, hc / ec)``, each of shape (n,).
+    """
+    flat = labels.ravel()
+    total = np.bincount(flat, weights=clean.ravel().astype(np.float64), minlength=n + 1)[1:]
+    hc = np.bincount(flat, weights=np.where(hc_mask, clean, 0).ravel().astype(np.float64), minlength=n + 1)[1:]
+    ec = total - hc
+    return hc, ec, hc / np.where(ec > 0, ec, np.nan)
 
 
 def object_table(

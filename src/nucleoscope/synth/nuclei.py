@@ -10,7 +10,7 @@ from skimage.segmentation import relabel_sequential
 
 from .._errors import InputError
 from ._artifacts import render_artifacts
-from ._field import object_table, render_nuclei
+from ._field import hc_ec, object_table, render_nuclei
 from ._nucleus import Chromatin, place, random_geometry
 from ._optics import DType, as_rng, camera, full_scale, illumination, psf_blur, uniform
 from ._sample import SynthSample
@@ -144,7 +144,8 @@ def nuclei_field(
         columns label, centroid_y/x (of the label), center_y/x (rendered centre), area (label px),
         diameter / major_axis / minor_axis (rendered outline, px), aspect, angle (rad, major axis from +x
         towards +y), brightness (relative), hc_fraction (HC px / label px), n_foci, hc_contrast, touching,
-        n_touching (labels sharing an edge), overlapping (rendered outlines overlap), at_border; and
+        n_touching (labels sharing an edge), overlapping (rendered outlines overlap), at_border, hc_sum,
+        ec_sum, hc_ec_ratio (exact HC/EC truth on ``clean``, see ``synth.hc_ec``); and
         ``params``, the image-level values used.
 
     Examples
@@ -218,6 +219,7 @@ def nuclei_field(
     clean = psf_blur(clean, p["psf_sigma"]).astype(np.float32)
     image = camera(clean, rng, dtype=dtype, fs=fs, photons_full_scale=p["photons"], read_noise=p["read_noise"] * fs)
     objects = object_table(labels, g, chroma, index=index, hc_mask=hc_mask, covered=covered)
+    objects["hc_sum"], objects["ec_sum"], objects["hc_ec_ratio"] = hc_ec(labels, clean, hc_mask, len(objects))
     log.debug("nuclei_field %s: %d nuclei, artifacts %s", shape, len(objects), counts)
     return SynthSample(
         image=image,
