@@ -555,3 +555,15 @@ def test_find_images_exclude(tmp_path):
     assert len(find_images([tmp_path / "in"], recursive=True)) == 2
     hits = find_images([tmp_path / "in"], recursive=True, exclude=[tmp_path / "in" / "out"])
     assert hits == [tmp_path / "in" / "a.tif"]
+
+
+def test_truncated_jpeg(tmp_path, rng):
+    """libjpeg decodes a cut JPEG silently (grey fill); the missing end-of-image marker gives it away."""
+    data = imagecodecs.jpeg8_encode(rng.integers(0, 255, (64, 96), dtype=np.uint8))
+    f = tmp_path / "cut.jpg"
+    f.write_bytes(data)
+    assert read_image(f).data.shape == (64, 96)
+    f.write_bytes(data[: len(data) * 9 // 10])
+    with pytest.raises(InputError) as ei:
+        read_image(f)
+    _expect(ei, f, "truncated", "JPEG")

@@ -100,7 +100,7 @@ def _check_file(path: Path) -> str:
     suffix = _suffix_of(path)
     if suffix is None:
         raise InputError(
-            f"unsupported format {''.join(path.suffixes) or '(no suffix)'!r}; "
+            f"unsupported format {path.suffix or '(no suffix)'!r}; "
             f"supported: {', '.join(sorted(set(SUPPORTED_SUFFIXES)))}",
             path=path,
         )
@@ -183,7 +183,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, float | None]:
                 data = np.stack([s.asarray() for s in tif.series])
                 axes = "I" + axes
             else:
-                logger.info("%s: %d image series, reading the first", path, len(tif.series))
+                logger.warning("%s: %d image series (e.g. positions), reading the first", path, len(tif.series))
                 data = series.asarray()
         else:
             data = series.asarray()
@@ -197,6 +197,13 @@ def _read_png_jpeg(path: Path) -> tuple[np.ndarray, str, float | None]:
     # imagecodecs is a declared dependency (tifffile's codecs) and decodes PNG and JPEG itself.
     import imagecodecs
 
+    if path.name.lower().endswith((".jpg", ".jpeg")):
+        raw = path.read_bytes()
+        # libjpeg decodes a truncated JPEG without error, filling the missing part with grey. A complete
+        # one has an end-of-image marker (FF D9) after its last start-of-scan (FF DA); entropy-coded data
+        # byte-stuffs FF, so FF D9 cannot occur inside a scan.
+        if raw.rfind(b"\xff\xd9") < raw.rfind(b"\xff\xda") or raw.rfind(b"\xff\xd9") < 0:
+            raise InputError("cannot read JPEG: the file is truncated (no end-of-image marker)", path=path)
     data = np.asarray(imagecodecs.imread(os.fspath(path)))
     if data.ndim == 2:
         return data, "YX", None
