@@ -1,0 +1,394 @@
+"""Overlapped tiling of large images for dense predictors and instance segmenters.
+
+Two entry points, both with memory bounded by the tile size (plus the output array):
+
+- :func:`predict_tiled` runs a dense per-pixel predictor (a U-Net's score map, a filter) tile by tile and
+  writes only each tile's *core*, the part of the tile at least ``overlap // 2`` px from any tile edge that
+  lies inside the image. When the overlap covers the predictor's receptive field
+  (``overlap // 2 >= radius``) the result equals untiled prediction exactly.
+- :func:`segment_tiled` runs an instance segmenter tile by tile and stitches the labels seamlessly: every
+  object belongs to the tile whose core holds its centroid (so it is taken from the tile where it lies
+  furthest from a tile edge, whole), copies of the same nucleus seen by neighbouring tiles are matched by
+  overlap and kept once, and ids are relabelled 1..N in raster order. With nuclei smaller than the
+  overlap and a segmenter that decides each object from its neighbourhood, the result equals untiled
+  segmentation.
+
+Tile layout (per axis): ``n = ceil((size - overlap) / (tile - overlap))`` tiles of exactly ``tile`` px
+(the whole axis when it is shorter), their starts spread evenly from 0 to ``size - tile`` so that
+neighbours overlap by at least ``overlap`` px; the core boundary between two neighbours is the middle of
+their overlap. The STORM paper's setting, 512 px tiles with 128 px overlap, is the default.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from ._errors import InputError
+
+__all__ = ["TilingConfig", "Tile", "iter_tiles", "predict_tiled", "segment_tiled"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TilingConfig:
+    """How to cut an image into overlapping tiles.
+
+    Parameters
+    ----------
+    tile : int
+        Tile side (px), >= 1. Images (or axes) shorter than this are one tile.
+    overlap : int
+        Minimum overlap of neighbouring tiles (px), ``0 <= overlap < tile``. Each tile's core keeps at
+        least ``overlap // 2`` px from its interior edges: make that at least a predictor's receptive-field
+        radius, and at least the largest nucleus's diameter for instance segmentation.
+    match_frac : float
+        :func:`segment_tiled`: two objects from different tiles are the same nucleus when their
+        intersection is at least this fraction of the smaller one, in (0, 1].
+    slack : int or None
+        :func:`segment_tiled`: an object is considered by a tile when its centroid lies within ``slack`` px
+        of the tile's core (default ``overlap // 4``), so a nucleus whose centroid the two tiles place on
+        different sides of their core boundary is still found; the duplicates are matched and kept once.
+    """
+
+    tile: int = 512
+    overlap: int = 128
+    match_frac: float = 0.5
+    slack: int | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tile, bool) or int(self.tile) != self.tile or self.tile < 1:
+            raise ValueError(f"tile must be a positive integer, got {self.tile!r}")
+        if isinstance(self.overlap, bool) or int(self.overlap) != self.overlap or not 0 <= self.overlap < self.tile:
+            raise ValueError(f"overlap must be an integer with 0 <= overlap < tile ({self.tile}), got {self.overlap!r}")
+        if not 0 < self.match_frac <= 1:
+            raise ValueError(f"match_frac must be in (0, 1], got {self.match_frac!r}")
+        if self.slack is not None and (int(self.slack) != self.slack or self.slack < 0):
+            raise ValueError(f"slack must be a non-negative integer or None, got {self.slack!r}")
+
+    @property
+    def margin(self) -> int:
+        """Minimum distance (px) from a core to an interior tile edge."""
+        return self.overlap // 2
+
+    @property
+    def slack_px(self) -> int:
+        return self.overlap // 4 if self.slack is None else int(self.slack)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: where to read it and which part of the output it owns (image coordinates).
+
+    Attributes
+    ----------
+    window : (slice, slice)
+        Rows and columns read for this tile.
+    core : (slice, slice)
+        Rows and columns this tile writes; the cores of all tiles partition the image.
+    interior : (bool, bool, bool, bool)
+        Whether the window's top, bottom, left and right edges lie inside the image (a cut) rather than
+        on the image border.
+    """
+
+    window: tuple[slice, slice]
+    core: tuple[slice, slice]
+    interior: tuple[bool, bool, bool, bool]
+
+    @property
+    def core_in_window(self) -> tuple[slice, slice]:
+        """``core`` relative to the window (index the tile's own arrays with it)."""
+        (wy, wx), (cy, cx) = self.window, self.core
+        return (slice(cy.start - wy.start, cy.stop - wy.start), slice(cx.start - wx.start, cx.stop - wx.start))
+
+
+def _axis_layout(size: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """(start, stop, core_start, core_stop) of the tiles along one axis of length ``size``."""
+    if size <= tile:
+        return [(0, size, 0, size)]
+    n = math.ceil((size - overlap) / (tile - overlap))
+    starts = np.round(np.linspace(0, size - tile, n)).astype(int).tolist()
+    out = []
+    for k, s in enumerate(starts):
+        c0 = 0 if k == 0 else (s + starts[k - 1] + tile) // 2
+        c1 = size if k == n - 1 else (starts[k + 1] + s + tile) // 2
+        out.append((s, s + tile, c0, c1))
+    return out
+
+
+def iter_tiles(shape: tuple[int, ...], config: TilingConfig = TilingConfig()) -> Iterator[Tile]:
+    """Tiles covering the last two axes of an array of ``shape``, in raster order.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        ``(..., Y, X)``.
+    config : TilingConfig
+
+    Yields
+    ------
+    Tile
+        Windows of ``config.tile`` px (or the whole axis when shorter), neighbours overlapping by at
+        least ``config.overlap`` px; cores partition the image.
+
+    Examples
+    --------
+    >>> [t.window for t in iter_tiles((10, 700), TilingConfig(tile=512, overlap=128))]
+    [(slice(0, 10, None), slice(0, 512, None)), (slice(0, 10, None), slice(188, 700, None))]
+    """
+    if len(shape) < 2 or shape[-1] < 1 or shape[-2] < 1:
+        raise InputError(f"need an array with non-empty last two axes (Y, X), got shape {tuple(shape)}")
+    ny, nx = int(shape[-2]), int(shape[-1])
+    rows = _axis_layout(ny, config.tile, config.overlap)
+    cols = _axis_layout(nx, config.tile, config.overlap)
+    for y0, y1, cy0, cy1 in rows:
+        for x0, x1, cx0, cx1 in cols:
+            yield Tile(window=(slice(y0, y1), slice(x0, x1)), core=(slice(cy0, cy1), slice(cx0, cx1)),
+                       interior=(y0 > 0, y1 < ny, x0 > 0, x1 < nx))
+
+
+def predict_tiled(image: Any, predict_fn: Callable[[np.ndarray], np.ndarray],
+                  config: TilingConfig = TilingConfig(), *, n_out: int = 1) -> np.ndarray:
+    """Run a dense predictor tile by tile, keeping each tile's core.
+
+    Parameters
+    ----------
+    image : array-like, (..., Y, X)
+        Anything that supports numpy slicing (ndarray, memmap, zarr array); only one tile is read at a
+        time. Leading axes (channels) are passed through to ``predict_fn``.
+    predict_fn : callable
+        ``predict_fn(tile) -> scores`` with ``tile`` of shape ``(..., h, w)`` and ``scores`` of shape
+        ``(h, w)`` when ``n_out == 1`` (a leading axis of length 1 is accepted too) or
+        ``(n_out, h, w)``. It must accept any tile size up to ``config.tile`` (pad internally if it
+        needs multiples of 16, e.g. with :func:`nucleoscope.preprocess.pad_to_multiple`).
+    config : TilingConfig
+    n_out : int
+        Number of output channels.
+
+    Returns
+    -------
+    ndarray, float32
+        ``(Y, X)`` when ``n_out == 1``, else ``(n_out, Y, X)``. Equal to ``predict_fn(image)`` when the
+        predictor's value at a pixel depends only on input within ``config.overlap // 2`` px of it (and
+        the predictor treats the image border the same whatever the image size).
+    """
+    if int(n_out) < 1:
+        raise ValueError(f"n_out must be >= 1, got {n_out}")
+    shape = tuple(image.shape)
+    tiles = list(iter_tiles(shape, config))
+    ny, nx = shape[-2:]
+    out = np.empty((int(n_out), ny, nx), np.float32)
+    for t in tiles:
+        tile = np.ascontiguousarray(image[(..., *t.window)])
+        scores = np.asarray(predict_fn(tile))
+        h, w = tile.shape[-2:]
+        if scores.ndim == 2 and n_out == 1:
+            scores = scores[None]
+        if scores.shape != (n_out, h, w):
+            raise ValueError(f"predict_fn returned shape {scores.shape} for a tile of shape {tile.shape}; "
+                             f"expected {(n_out, h, w) if n_out > 1 else (h, w)}")
+        out[(slice(None), *t.core)] = scores[(slice(None), *t.core_in_window)]
+    return out[0] if n_out == 1 else out
+
+
+class _Registry:
+    """Per-id metadata of the stitched labels: area, priority and bounding box (global coordinates)."""
+
+    def __init__(self) -> None:
+        self.size = 0
+        cap = 1024
+        self.area = np.zeros(cap, np.int64)
+        self.prio = np.zeros(cap, np.float64)
+        self.bbox = np.zeros((cap, 4), np.int64)  # y0, y1, x0, x1
+
+    def add(self, n: int) -> np.ndarray:
+        """Reserve ``n`` new ids (1-based); returns them."""
+        need = self.size + n + 1
+        if need > self.area.size:
+            cap = max(need, 2 * self.area.size)
+            self.area = np.resize(self.area, cap)
+            self.prio = np.resize(self.prio, cap)
+            self.bbox = np.resize(self.bbox, (cap, 4))
+        ids = np.arange(self.size + 1, self.size + 1 + n, dtype=np.int64)
+        self.size += n
+        return ids
+
+
+def _bbox_arrays(labels: np.ndarray, n: int) -> np.ndarray:
+    """(n + 1, 4) array of y0, y1, x0, x1 per id (row 0 unused); ids absent get zeros."""
+    boxes = np.zeros((n + 1, 4), np.int64)
+    for i, sl in enumerate(ndi.find_objects(labels, max_label=n), start=1):
+        if sl is not None:
+            boxes[i] = (sl[0].start, sl[0].stop, sl[1].start, sl[1].stop)
+    return boxes
+
+
+def segment_tiled(image: Any, segment_fn: Callable[[np.ndarray], Any],
+                  config: TilingConfig = TilingConfig()) -> np.ndarray:
+    """Run an instance segmenter tile by tile and stitch its labels without seams or duplicates.
+
+    Parameters
+    ----------
+    image : array-like, (..., Y, X)
+        Anything that supports numpy slicing (ndarray, memmap, zarr array); one tile is read at a time.
+    segment_fn : callable
+        ``segment_fn(tile) -> labels`` (or ``(labels, details)``; details are dropped) with ``labels``
+        an integer ``(h, w)`` image of the tile, 0 = background.
+    config : TilingConfig
+        Tile size and overlap; make ``config.overlap // 2`` at least the largest nucleus diameter you
+        expect (after any rescaling) so every nucleus lies whole in the tile that owns it.
+
+    Returns
+    -------
+    ndarray, int32, (Y, X)
+        Labels 1..N, numbered in raster order of each object's first pixel (the order of
+        :func:`scipy.ndimage.label`).
+
+    Notes
+    -----
+    For each tile, an object is a candidate when its centroid lies in the tile's core grown by
+    ``config.slack_px``. Its priority is the distance from its centroid to the nearest interior tile edge;
+    an object touching an interior tile edge (cut by the tile) ranks below every whole one. A candidate
+    is painted onto background pixels under a new id, unless it covers at least ``config.match_frac`` of
+    an already painted object (or that object covers that fraction of it): then the two are the same
+    nucleus, and the version with the higher priority is kept (it replaces the other under the other's
+    id, or is dropped). Small overlaps between different nuclei go to the object painted first.
+    Memory: one tile's input and labels plus the output array and a few numbers per object.
+    """
+    shape = tuple(image.shape)
+    ny, nx = shape[-2:]
+    out = np.zeros((ny, nx), np.int32)
+    reg = _Registry()
+    slack = config.slack_px
+    frac = float(config.match_frac)
+    for t in iter_tiles(shape, config):
+        (wy, wx), (cy, cx) = t.window, t.core
+        tile = np.ascontiguousarray(image[(..., wy, wx)])
+        result = segment_fn(tile)
+        labels = np.asarray(result[0] if isinstance(result, tuple) else result)
+        h, w = tile.shape[-2:]
+        if labels.shape != (h, w):
+            raise ValueError(f"segment_fn returned labels of shape {labels.shape} for a tile of shape {tile.shape}")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"segment_fn must return integer labels, got dtype {labels.dtype}")
+        labels = labels.astype(np.int64, copy=False)
+        n = int(labels.max(initial=0))
+        if n == 0:
+            continue
+        if labels.min() < 0:
+            raise ValueError("segment_fn returned negative labels")
+        flat = labels.ravel()
+        area = np.bincount(flat, minlength=n + 1)
+        present = area > 0
+        present[0] = False
+        safe = np.maximum(area, 1)
+        rows, cols = np.divmod(np.arange(flat.size, dtype=np.int64), w)
+        cyy = np.bincount(flat, weights=rows, minlength=n + 1) / safe + wy.start  # centroid, global
+        cxx = np.bincount(flat, weights=cols, minlength=n + 1) / safe + wx.start
+        del rows, cols
+
+        # candidates: centroid inside the core grown by the slack on its interior sides
+        top, bottom, left, right = t.interior
+        y_lo = cy.start - (slack if top else 0) - 0.5
+        y_hi = cy.stop + (slack if bottom else 0) - 0.5
+        x_lo = cx.start - (slack if left else 0) - 0.5
+        x_hi = cx.stop + (slack if right else 0) - 0.5
+        cand = present & (cyy >= y_lo) & (cyy < y_hi) & (cxx >= x_lo) & (cxx < x_hi)
+        if not cand.any():
+            continue
+
+        # priority: distance of the centroid to the nearest interior (cut) edge; cut objects rank last
+        big = float(ny + nx)
+        dist = np.full(n + 1, big)
+        if top:
+            dist = np.minimum(dist, cyy - wy.start + 0.5)
+        if bottom:
+            dist = np.minimum(dist, wy.stop - 0.5 - cyy)
+        if left:
+            dist = np.minimum(dist, cxx - wx.start + 0.5)
+        if right:
+            dist = np.minimum(dist, wx.stop - 0.5 - cxx)
+        touch = np.zeros(n + 1, bool)
+        for flag, edge in zip(t.interior, (labels[0], labels[-1], labels[:, 0], labels[:, -1])):
+            if flag:
+                touch[edge] = True
+        prio = dist - np.where(touch, 2 * big, 0.0)
+
+        view = out[wy, wx]
+        conflicted = np.zeros(n + 1, bool)
+        busy = view.ravel() > 0
+        conflicted[np.unique(flat[busy])] = True
+        conflicted &= cand
+        boxes = _bbox_arrays(labels, n)
+
+        # fast path: candidates that touch nothing painted yet get new ids in one go
+        fast = cand & ~conflicted
+        n_fast = int(np.count_nonzero(fast))
+        if n_fast:
+            new = reg.add(n_fast)
+            lut = np.zeros(n + 1, np.int32)
+            lut[fast] = new
+            paint = lut[labels]
+            mask = paint > 0
+            view[mask] = paint[mask]
+            reg.area[new] = area[fast]
+            reg.prio[new] = prio[fast]
+            reg.bbox[new] = boxes[fast] + (wy.start, wy.start, wx.start, wx.start)
+
+        # slow path: candidates that meet painted objects, best first
+        slow = np.flatnonzero(conflicted)
+        for lab in slow[np.argsort(-prio[slow], kind="stable")]:
+            y0, y1, x0, x1 = boxes[lab]
+            own = labels[y0:y1, x0:x1] == lab
+            crop = view[y0:y1, x0:x1]
+            under = crop[own]
+            ids, counts = np.unique(under[under > 0], return_counts=True)
+            a = int(area[lab])
+            matched = [int(e) for e, c in zip(ids, counts) if c >= frac * min(a, int(reg.area[e]))]
+            gy0, gy1, gx0, gx1 = y0 + wy.start, y1 + wy.start, x0 + wx.start, x1 + wx.start
+            if matched:
+                if any(reg.prio[e] >= prio[lab] for e in matched):
+                    continue  # an existing version of this nucleus is at least as good
+                keep = min(matched)
+                for e in matched:
+                    by0, by1, bx0, bx1 = reg.bbox[e]
+                    region = out[by0:by1, bx0:bx1]
+                    region[region == e] = 0
+                    reg.area[e] = 0
+                new_id = keep
+            else:
+                new_id = int(reg.add(1)[0])
+            target = own & (crop == 0)
+            crop[target] = new_id
+            reg.area[new_id] = int(np.count_nonzero(target))
+            reg.prio[new_id] = prio[lab]
+            reg.bbox[new_id] = (gy0, gy1, gx0, gx1)
+    return _relabel_raster(out, reg.size, config.tile)
+
+
+def _relabel_raster(labels: np.ndarray, n: int, chunk: int) -> np.ndarray:
+    """Relabel ``labels`` (ids <= n, with gaps) to 1..N in raster order of first pixels, in place."""
+    if n == 0:
+        return labels
+    firsts = []
+    for i, sl in enumerate(ndi.find_objects(labels, max_label=n), start=1):
+        if sl is None:
+            continue
+        r0 = sl[0].start
+        c0 = sl[1].start + int(np.argmax(labels[r0, sl[1]] == i))
+        firsts.append((r0, c0, i))
+    firsts.sort()
+    lut = np.zeros(n + 1, np.int32)
+    for k, (_, _, i) in enumerate(firsts, start=1):
+        lut[i] = k
+    # in row chunks so the temporary stays tile-sized
+    step = max(1, int(chunk))
+    for r in range(0, labels.shape[0], step):
+        labels[r:r + step] = lut[labels[r:r + step]]
+    return labels

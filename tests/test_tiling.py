@@ -1,0 +1,222 @@
+"""Tests for nucleoscope.tiling: exact split/reassemble, tiled == untiled for local predictors and for
+instance segmentation of nuclei smaller than the overlap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from skimage.draw import disk
+
+from nucleoscope.tiling import TilingConfig, iter_tiles, predict_tiled, segment_tiled
+
+SHAPES = [(1, 1), (7, 300), (100, 100), (128, 128), (129, 257), (300, 217), (513, 64)]
+CONFIGS = [(16, 0), (32, 8), (64, 16), (64, 63), (100, 30), (128, 32), (512, 128)]
+
+
+# ------------------------------------------------------------------------------------ config / layout
+
+def test_config_validation():
+    assert TilingConfig() == TilingConfig(tile=512, overlap=128)
+    assert TilingConfig().margin == 64 and TilingConfig().slack_px == 32
+    for bad in [dict(tile=0), dict(tile=64, overlap=64), dict(tile=64, overlap=-1), dict(tile=10.5),
+                dict(match_frac=0), dict(match_frac=1.5), dict(slack=-2), dict(tile=True)]:
+        with pytest.raises(ValueError):
+            TilingConfig(**bad)
+
+
+@pytest.mark.parametrize("tile,overlap", CONFIGS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_tiles_partition_the_image(shape, tile, overlap):
+    config = TilingConfig(tile=tile, overlap=overlap)
+    ny, nx = shape
+    owned = np.zeros(shape, np.int32)
+    tiles = list(iter_tiles(shape, config))
+    for t in tiles:
+        wy, wx = t.window
+        assert 0 <= wy.start < wy.stop <= ny and 0 <= wx.start < wx.stop <= nx
+        assert wy.stop - wy.start == min(tile, ny) and wx.stop - wx.start == min(tile, nx)
+        cy, cx = t.core
+        assert wy.start <= cy.start < cy.stop <= wy.stop and wx.start <= cx.start < cx.stop <= wx.stop
+        # the core keeps the margin from every interior edge
+        top, bottom, left, right = t.interior
+        assert top == (wy.start > 0) and bottom == (wy.stop < ny)
+        assert left == (wx.start > 0) and right == (wx.stop < nx)
+        if top:
+            assert cy.start - wy.start >= overlap // 2
+        if bottom:
+            assert wy.stop - cy.stop >= overlap // 2
+        if left:
+            assert cx.start - wx.start >= overlap // 2
+        if right:
+            assert wx.stop - cx.stop >= overlap // 2
+        owned[cy, cx] += 1
+    assert np.all(owned == 1)
+    # as few tiles as the overlap allows: ceil((n - overlap) / (tile - overlap)) per axis
+    per_axis = [1 if n <= tile else -(-(n - overlap) // (tile - overlap)) for n in shape]
+    assert len(tiles) == per_axis[0] * per_axis[1]
+
+
+def test_iter_tiles_example_and_bad_shape():
+    tiles = list(iter_tiles((1000, 1000)))
+    assert len(tiles) == 9
+    assert [t.window[1] for t in tiles[:3]] == [slice(0, 512), slice(244, 756), slice(488, 1000)]
+    assert [t.core[1] for t in tiles[:3]] == [slice(0, 378), slice(378, 622), slice(622, 1000)]
+    with pytest.raises(ValueError):
+        list(iter_tiles((0, 10)))
+    with pytest.raises(ValueError):
+        list(iter_tiles((10,)))
+
+
+# ------------------------------------------------------------------------------------ predict_tiled
+
+@pytest.mark.parametrize("tile,overlap", CONFIGS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_split_reassemble_identity(shape, tile, overlap):
+    rng = np.random.default_rng(0)
+    image = rng.random(shape).astype(np.float32)
+    out = predict_tiled(image, lambda x: x, TilingConfig(tile=tile, overlap=overlap))
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, image)
+
+
+def _local_filter(image: np.ndarray, radius: int) -> np.ndarray:
+    """Pure-numpy stencil: weighted sum over a (2r+1)^2 neighbourhood with reflected borders, then a
+    nonlinearity. Every output pixel is computed with the same operations in the same order, so tiled
+    and untiled results can be compared bit for bit."""
+    r = radius
+    padded = np.pad(image.astype(np.float64), r, mode="reflect")
+    out = np.zeros(image.shape, np.float64)
+    h, w = image.shape
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            out += (1.0 + 0.1 * dy - 0.05 * dx) * padded[r + dy:r + dy + h, r + dx:r + dx + w]
+    return np.tanh(out / (2 * r + 1) ** 2)
+
+
+@pytest.mark.parametrize("shape,tile,overlap,radius", [
+    ((150, 170), 64, 16, 8),     # margin == radius: still exact
+    ((200, 99), 50, 20, 5),
+    ((40, 300), 64, 32, 3),
+    ((37, 41), 64, 16, 4),       # image smaller than a tile
+])
+def test_predict_tiled_equals_untiled_for_local_filter(shape, tile, overlap, radius):
+    rng = np.random.default_rng(1)
+    image = rng.random(shape)
+    cfg = TilingConfig(tile=tile, overlap=overlap)
+    tiled = predict_tiled(image, lambda x: _local_filter(x, radius), cfg)
+    np.testing.assert_array_equal(tiled, _local_filter(image, radius).astype(np.float32))
+
+
+def test_predict_tiled_differs_when_overlap_is_too_small():
+    rng = np.random.default_rng(2)
+    image = rng.random((150, 170))
+    tiled = predict_tiled(image, lambda x: _local_filter(x, 8), TilingConfig(tile=64, overlap=8))
+    assert not np.array_equal(tiled, _local_filter(image, 8).astype(np.float32))
+
+
+def test_predict_tiled_multichannel_and_shape_errors():
+    rng = np.random.default_rng(3)
+    image = rng.random((2, 90, 130)).astype(np.float32)  # a leading channel axis passes through
+
+    def fn(x):
+        return np.stack([x[0] + x[1], x[0] * x[1], -x[0]])
+
+    out = predict_tiled(image, fn, TilingConfig(tile=40, overlap=10), n_out=3)
+    assert out.shape == (3, 90, 130)
+    np.testing.assert_allclose(out, fn(image), rtol=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        predict_tiled(image[0], lambda x: x[:-1], TilingConfig(tile=40, overlap=10))
+
+
+# ------------------------------------------------------------------------------------ segment_tiled
+
+def _discs(shape, n, rmin, rmax, rng, gap=2):
+    """Non-touching discs (at least ``gap`` px apart) at random places; returns a label image."""
+    labels = np.zeros(shape, np.int32)
+    k = 0
+    for _ in range(20 * n):
+        if k == n:
+            break
+        r = rng.uniform(rmin, rmax)
+        cy, cx = rng.uniform(0, shape[0]), rng.uniform(0, shape[1])
+        rr, cc = disk((cy, cx), r + gap, shape=shape)
+        if rr.size == 0 or labels[rr, cc].any():
+            continue
+        rr, cc = disk((cy, cx), r, shape=shape)
+        if rr.size == 0:
+            continue
+        k += 1
+        labels[rr, cc] = k
+    return labels
+
+
+def _threshold_label(image):
+    return ndi.label(image > 0.5)[0].astype(np.int32)
+
+
+@pytest.mark.parametrize("shape,tile,overlap,rmax", [
+    ((300, 300), 128, 32, 7.5),   # diameter < overlap (the guarantee)
+    ((257, 390), 100, 40, 9.5),
+    ((200, 160), 64, 40, 9.5),    # tiles much smaller than the image
+    ((90, 70), 128, 32, 7.5),     # image smaller than a tile
+    ((301, 129), 128, 64, 15.5),
+])
+def test_segment_tiled_equals_untiled_for_small_nuclei(shape, tile, overlap, rmax):
+    rng = np.random.default_rng(4)
+    truth = _discs(shape, shape[0] * shape[1] // 250, 2.0, rmax, rng)
+    image = (truth > 0).astype(np.float32)
+    untiled = _threshold_label(image)
+    tiled = segment_tiled(image, _threshold_label, TilingConfig(tile=tile, overlap=overlap))
+    assert tiled.dtype == np.int32
+    assert untiled.max() > 20
+    # same partition and, as both number objects in raster order, the same ids
+    np.testing.assert_array_equal(tiled, untiled)
+
+
+def test_segment_tiled_keeps_every_nucleus_once_when_tiles_disagree():
+    # blurred discs thresholded at a level that depends on the tile: each tile sees slightly different
+    # outlines, so copies of a nucleus from neighbouring tiles differ and must be matched, not duplicated
+    rng = np.random.default_rng(5)
+    truth = _discs((320, 320), 300, 5.0, 9.0, rng, gap=3)
+    image = ndi.gaussian_filter((truth > 0).astype(np.float64), 1.5)
+
+    def seg(tile):
+        level = 0.35 + 0.3 * ((tile.shape[0] * 7 + tile.shape[1] * 3 + int(tile.sum() * 10)) % 5) / 4
+        return ndi.label(tile > level)[0], {"level": level}  # a tuple, like the registered segmenters
+
+    tiled = segment_tiled(image, seg, TilingConfig(tile=96, overlap=40))
+    n_true = int(truth.max())
+    assert tiled.max() == n_true
+    # one-to-one: every true disc overlaps exactly one label, with a high IoU
+    for i in range(1, n_true + 1):
+        ids = np.unique(tiled[truth == i])
+        ids = ids[ids > 0]
+        assert ids.size == 1
+        iou = np.sum((tiled == ids[0]) & (truth == i)) / np.sum((tiled == ids[0]) | (truth == i))
+        assert iou > 0.55  # the thresholds alone shrink a 5 px disc to IoU ~0.65
+
+
+def test_segment_tiled_does_not_cut_nuclei_at_seams():
+    # a nucleus sitting exactly on every seam of a 2x2 layout comes out whole, once
+    image = np.zeros((200, 200), np.float32)
+    cfg = TilingConfig(tile=128, overlap=56)
+    seam_y = list(iter_tiles(image.shape, cfg))[0].core[0].stop
+    seam_x = list(iter_tiles(image.shape, cfg))[0].core[1].stop
+    rr, cc = disk((seam_y, seam_x), 12)
+    image[rr, cc] = 1
+    rr, cc = disk((seam_y, 30), 10)
+    image[rr, cc] = 1
+    tiled = segment_tiled(image, _threshold_label, cfg)
+    assert tiled.max() == 2
+    np.testing.assert_array_equal(tiled, _threshold_label(image))
+
+
+def test_segment_tiled_empty_and_errors():
+    image = np.zeros((100, 100), np.float32)
+    out = segment_tiled(image, _threshold_label, TilingConfig(tile=40, overlap=10))
+    assert out.dtype == np.int32 and not out.any()
+    with pytest.raises(ValueError, match="shape"):
+        segment_tiled(image, lambda x: np.zeros((3, 3), np.int32), TilingConfig(tile=40, overlap=10))
+    with pytest.raises(ValueError, match="integer"):
+        segment_tiled(image + 1, lambda x: x, TilingConfig(tile=40, overlap=10))
