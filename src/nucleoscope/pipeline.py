@@ -1,0 +1,390 @@
+"""The main job: one image -> labels, QC flags and measurements; a batch over many, resumable.
+
+:func:`analyze` is the pure core (array in, labels + table out). :func:`run_batch` wraps it with file
+input/output: every image's results are written atomically as soon as it is done, a failing image is
+recorded and the batch goes on, and running the same batch again skips the images already finished
+with the same parameters (and retries the failed ones).
+
+Layout of the output folder::
+
+    labels/<name>.tif      int32 instance labels, 0 = background
+    overlays/<name>.png    outlines on the contrast-stretched image (QC-flagged nuclei in orange)
+    nuclei.parquet/.csv    one row per nucleus (ImageName, ObjectNumber, measurements, QC flags)
+    images.csv             one row per input (status, error, count, megapixels, seconds)
+    report.html            a self-contained summary page
+    run.json               version, command, parameters, model identity, times, failures
+    .state/<name>.json     per-image record used to resume; .state/<name>.parquet its table rows
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import sys
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import InputError, __version__
+from .qc import QC_COLUMNS, QCConfig, drop_flagged, qc_flags
+
+__all__ = ["AnalysisResult", "RunConfig", "analyze", "resolve_method", "run_batch", "IMAGE_COLUMNS"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_COLUMNS = ["ImageName", "Path", "Status", "Error", "Count", "Flagged", "Megapixels", "Seconds",
+                 "Method", "PixelSize_um"]
+
+
+def _bundled_models() -> list[str]:
+    """Names of the model JSON files shipped in ``nucleoscope/models`` (looked up without importing torch)."""
+    from importlib import resources
+
+    try:
+        root = resources.files("nucleoscope") / "models"
+        return sorted(p.name for p in root.iterdir() if p.name.endswith(".json"))
+    except (FileNotFoundError, NotADirectoryError, ModuleNotFoundError):
+        return []
+
+
+def resolve_method(method: str) -> str:
+    """``"auto"`` -> ``"nuset"`` when torch and a bundled NuSeT model are installed, else ``"otsu"``."""
+    if method != "auto":
+        return method
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is not None and any(n.startswith("nuset") for n in _bundled_models()):
+        return "nuset"
+    return "otsu"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Parameters of a run; together they decide whether a finished image can be reused on resume.
+
+    Attributes
+    ----------
+    method : str
+        Segmenter name (see :mod:`nucleoscope.segment`), or ``"auto"``.
+    pixel_size : float or None
+        µm per pixel, overriding the files' metadata.
+    channel, plane : int or None
+        Channel / plane to take from multichannel or stacked images.
+    feature_set : {"shape", "default", "all"}
+        Measurement groups (see :func:`nucleoscope.features.measure_nuclei`).
+    drop_flagged : bool
+        Remove QC-flagged nuclei from the labels and the table.
+    qc : QCConfig
+    segment_options : dict
+        Extra keyword arguments for the segmenter (e.g. ``diameter``).
+    overlays : bool
+        Write overlay PNGs.
+    """
+
+    method: str = "auto"
+    pixel_size: float | None = None
+    channel: int | None = None
+    plane: int | None = None
+    feature_set: str = "default"
+    drop_flagged: bool = False
+    qc: QCConfig = field(default_factory=QCConfig)
+    segment_options: dict = field(default_factory=dict)
+    overlays: bool = True
+
+    def __post_init__(self) -> None:
+        if self.feature_set not in ("shape", "default", "all"):
+            raise ValueError(f"feature_set must be 'shape', 'default' or 'all', got {self.feature_set!r}")
+        if self.pixel_size is not None and not self.pixel_size > 0:
+            raise ValueError(f"pixel size must be > 0 µm, got {self.pixel_size}")
+
+    def key(self) -> str:
+        """Short hash of everything that changes the results of an image."""
+        d = asdict(self)
+        d.pop("overlays")
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, eq=False)
+class AnalysisResult:
+    """Result of :func:`analyze` for one image.
+
+    Attributes
+    ----------
+    labels : (Y, X) int32
+    table : pandas.DataFrame
+        One row per nucleus: ``ObjectNumber``, measurements, QC flags.
+    details : object
+        The segmenter's details dataclass.
+    """
+
+    labels: np.ndarray
+    table: pd.DataFrame
+    details: Any
+
+
+def analyze(image: np.ndarray, *, spacing: float | None = None, saturation: float | None = None,
+            method: str = "otsu", feature_set: str = "default", qc: QCConfig = QCConfig(),
+            drop_flagged_nuclei: bool = False, segment_options: dict | None = None) -> AnalysisResult:
+    """Segment, quality-check and measure the nuclei of one image.
+
+    Parameters
+    ----------
+    image : (Y, X) float array
+        Nuclear stain, values as acquired.
+    spacing : float, optional
+        Pixel size in µm; physical columns are NaN without it.
+    saturation : float, optional
+        Detector full scale for the overexposure flag; default: the image maximum.
+    method : str
+        Segmenter name (not ``"auto"``; see :func:`resolve_method`).
+    feature_set : {"shape", "default", "all"}
+    qc : QCConfig
+    drop_flagged_nuclei : bool
+        Remove QC-flagged nuclei before measuring.
+    segment_options : dict, optional
+        Passed to the segmenter.
+
+    Returns
+    -------
+    AnalysisResult
+    """
+    from .features import measure_nuclei
+    from .segment import segment
+
+    image = np.asarray(image, dtype=np.float32)
+    if saturation is None:
+        saturation = float(image.max()) if image.size else 1.0
+    labels, details = segment(image, method=method, spacing=spacing, **(segment_options or {}))
+    flags = qc_flags(image, labels, saturation=saturation, config=qc)
+    if drop_flagged_nuclei and len(flags):
+        labels = drop_flagged(labels, flags)
+        flags = flags[~flags["QC_Flagged"]].reset_index(drop=True)
+    table = measure_nuclei(image, labels, spacing=spacing, feature_set=feature_set, saturation=saturation)
+    table = table.merge(flags, on="ObjectNumber", how="left", validate="one_to_one")
+    for c in QC_COLUMNS:
+        table[c] = table[c].fillna(False).astype(bool)
+    return AnalysisResult(labels=labels, table=table, details=details)
+
+
+# ---------------------------------------------------------------------------------------------- batch
+
+
+def _overlay(image: np.ndarray, labels: np.ndarray, flagged: np.ndarray) -> np.ndarray:
+    """RGB uint8: contrast-stretched image with cyan outlines, orange for QC-flagged nuclei."""
+    from skimage.segmentation import find_boundaries
+
+    lo, hi = np.percentile(image, [1.0, 99.8]) if image.size else (0.0, 1.0)
+    g = np.clip((image - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+    rgb = np.repeat((g * 255).astype(np.uint8)[..., None], 3, axis=2)
+    edge = find_boundaries(labels, mode="inner")
+    bad = np.zeros(int(labels.max()) + 1, bool)
+    if flagged.size:
+        bad[flagged] = True
+    is_bad = bad[labels] & edge
+    rgb[edge & ~is_bad] = (0, 230, 255)
+    rgb[is_bad] = (255, 140, 0)
+    return rgb
+
+
+def _state_dir(out: Path) -> Path:
+    return out / ".state"
+
+
+def _process_one(path: str, name: str, out: str, config: RunConfig, method: str) -> dict:
+    """Read, analyze and write one image; returns its images.csv record (never raises)."""
+    from . import io
+
+    out_p = Path(out)
+    t0 = time.perf_counter()
+    rec: dict[str, Any] = {"ImageName": name, "Path": path, "Status": "failed", "Error": "", "Count": 0,
+                           "Flagged": 0, "Megapixels": float("nan"), "Seconds": float("nan"), "Method": method,
+                           "PixelSize_um": float("nan"), "Key": config.key()}
+    try:
+        img = io.read_image(path, channel=config.channel, plane=config.plane, pixel_size=config.pixel_size)
+        rec["Megapixels"] = img.megapixels
+        rec["PixelSize_um"] = img.spacing if img.spacing else float("nan")
+        res = analyze(img.data, spacing=img.spacing, saturation=img.saturation, method=method,
+                      feature_set=config.feature_set, qc=config.qc, drop_flagged_nuclei=config.drop_flagged,
+                      segment_options=config.segment_options)
+        table = res.table.copy()
+        table.insert(0, "ImageName", name)
+        io.write_labels(out_p / "labels" / f"{name}.tif", res.labels, spacing=img.spacing)
+        if config.overlays:
+            flagged = table.loc[table["QC_Flagged"], "ObjectNumber"].to_numpy(dtype=np.int64)
+            io.write_png(out_p / "overlays" / f"{name}.png", _overlay(img.data, res.labels, flagged))
+        io.write_table(table, _state_dir(out_p) / f"{name}.parquet")
+        rec.update(Status="ok", Count=int(len(table)), Flagged=int(table["QC_Flagged"].sum()))
+    except InputError as exc:
+        rec["Error"] = str(exc)
+    except MemoryError:
+        rec["Error"] = f"{path}: out of memory ({rec['Megapixels']:.1f} MP); try a tiled method or --scale"
+    except Exception as exc:  # a batch records any failure and goes on
+        log.debug("failure on %s\n%s", path, traceback.format_exc())
+        rec["Error"] = f"{path}: {type(exc).__name__}: {exc}"
+    rec["Seconds"] = round(time.perf_counter() - t0, 4)
+    try:
+        io.write_json(rec, _state_dir(out_p) / f"{name}.json")
+    except OSError as exc:  # the output folder itself is broken: report, the caller records it
+        rec["Status"], rec["Error"] = "failed", f"cannot write results to {out}: {exc}"
+    return rec
+
+
+def _load_done(out: Path, name: str, key: str) -> dict | None:
+    """The earlier record of ``name`` if it finished OK with the same parameters and its files exist."""
+    st = _state_dir(out)
+    try:
+        rec = json.loads((st / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if rec.get("Status") != "ok" or rec.get("Key") != key:
+        return None
+    if not (st / f"{name}.parquet").exists() or not (out / "labels" / f"{name}.tif").exists():
+        return None
+    return rec
+
+
+def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config: RunConfig = RunConfig(), *,
+              jobs: int = 1, show_progress: bool = True, recursive: bool = False,
+              command: str | None = None) -> pd.DataFrame:
+    """Run the main job over files, folders or globs; returns the images table.
+
+    Parameters
+    ----------
+    inputs : sequence of str or os.PathLike
+        Image files, folders, glob patterns.
+    out : str or os.PathLike
+        Output folder (created).
+    config : RunConfig
+    jobs : int
+        Worker processes (1 = in this process).
+    show_progress : bool
+        tqdm progress bar on stderr.
+    recursive : bool
+        Search sub-folders.
+    command : str, optional
+        The command line, recorded in run.json.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per input, columns :data:`IMAGE_COLUMNS`; ``Status`` is ``"ok"`` or ``"failed"``.
+
+    Raises
+    ------
+    InputError
+        When an input matches no file (nothing is run then).
+    """
+    from . import io
+
+    out = Path(out)
+    started = _dt.datetime.now(_dt.timezone.utc)
+    paths = io.find_images(inputs, recursive=recursive, exclude=[out])
+    names = io.unique_names(paths)
+    method = resolve_method(config.method)
+    config_run = RunConfig(**{**asdict(config), "qc": config.qc, "method": method})
+    key = config_run.key()
+    out.mkdir(parents=True, exist_ok=True)
+    _state_dir(out).mkdir(exist_ok=True)
+    model = _model_identity(method)
+
+    records: dict[str, dict] = {}
+    todo = []
+    for p, n in zip(paths, names):
+        done = _load_done(out, n, key)
+        if done is not None:
+            records[n] = done
+        else:
+            todo.append((os.fspath(p), n))
+    if records:
+        log.info("resuming: %d of %d images already done", len(records), len(paths))
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(paths), initial=len(records), unit="image", disable=not show_progress,
+               desc="nucleoscope", dynamic_ncols=True)
+    try:
+        if jobs > 1 and len(todo) > 1:
+            with ProcessPoolExecutor(max_workers=jobs) as ex:
+                futs = [ex.submit(_process_one, p, n, os.fspath(out), config_run, method) for p, n in todo]
+                for fut in as_completed(futs):
+                    rec = fut.result()
+                    records[rec["ImageName"]] = rec
+                    bar.update(1)
+        else:
+            for p, n in todo:
+                rec = _process_one(p, n, os.fspath(out), config_run, method)
+                records[n] = rec
+                bar.update(1)
+    finally:
+        bar.close()
+
+    images = pd.DataFrame([records[n] for n in names], columns=IMAGE_COLUMNS + ["Key"])
+    images = images[IMAGE_COLUMNS]
+    parts = [pd.read_parquet(_state_dir(out) / f"{n}.parquet") for n in names if records[n]["Status"] == "ok"]
+    parts = [p for p in parts if len(p)]
+    if parts:
+        nuclei = pd.concat(parts, ignore_index=True)
+    else:
+        from .features import feature_columns
+
+        cols = ["ImageName"] + feature_columns(config.feature_set) + QC_COLUMNS
+        nuclei = pd.DataFrame({c: pd.Series([], dtype=object if c == "ImageName" else float) for c in cols})
+        for c in QC_COLUMNS:
+            nuclei[c] = nuclei[c].astype(bool)
+        nuclei["ObjectNumber"] = nuclei["ObjectNumber"].astype(np.int32)
+    io.write_table(nuclei, out / "nuclei.parquet")
+    io.write_table(nuclei, out / "nuclei.csv")
+    io.write_table(images, out / "images.csv")
+    finished = _dt.datetime.now(_dt.timezone.utc)
+    failures = images.loc[images["Status"] != "ok", ["ImageName", "Path", "Error"]].to_dict("records")
+    run_info = {
+        "nucleoscope_version": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "command": command or " ".join(sys.argv),
+        "inputs": [os.fspath(i) for i in inputs],
+        "parameters": {**asdict(config_run), "jobs": jobs},
+        "parameters_key": key,
+        "model": model,
+        "started": started.isoformat(),
+        "finished": finished.isoformat(),
+        "seconds": round((finished - started).total_seconds(), 3),
+        "n_images": len(images),
+        "n_ok": int((images["Status"] == "ok").sum()),
+        "n_failed": len(failures),
+        "n_resumed": len(paths) - len(todo),
+        "n_nuclei": int(len(nuclei)),
+        "failures": failures,
+    }
+    io.write_json(run_info, out / "run.json")
+    from .report import write_report
+
+    write_report(out, images, nuclei, run_info)
+    return images
+
+
+def _model_identity(method: str) -> dict:
+    """Name and sha256 of the model files behind ``method`` (just the name for model-free methods)."""
+    info: dict[str, Any] = {"method": method}
+    if method == "nuset":
+        from importlib import resources
+
+        root = resources.files("nucleoscope") / "models"
+        for name in _bundled_models():
+            if name.startswith("nuset"):
+                try:
+                    meta = json.loads((root / name).read_text())
+                except (OSError, ValueError):
+                    continue
+                info[name] = {k: meta[k] for k in ("name", "version", "sha256") if k in meta}
+    return info

@@ -1,0 +1,157 @@
+"""End-to-end tests of `nucleoscope run` / `demo` on a temp folder of good and bad inputs."""
+
+from __future__ import annotations
+
+import json
+
+import imagecodecs
+import numpy as np
+import pandas as pd
+import pytest
+import tifffile
+from scipy import ndimage as ndi
+
+from nucleoscope.cli import main
+from nucleoscope.pipeline import RunConfig, analyze, run_batch
+from nucleoscope.qc import QCConfig
+
+
+def _field(seed=0, shape=(160, 200)):
+    """Bright blurred discs on a dark noisy background; returns (uint16 image, truth labels)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    truth = np.zeros(shape, np.int32)
+    centres = [(40, 40), (40, 110), (100, 60), (110, 150), (45, 160)]
+    for k, (cy, cx) in enumerate(centres, 1):
+        truth[(yy - cy) ** 2 + (xx - cx) ** 2 < 14 ** 2] = k
+    img = np.where(truth > 0, 2000.0, 150.0)
+    img = ndi.gaussian_filter(img, 1.5) + rng.normal(0, 20, shape)
+    return np.clip(img, 0, 4095).astype(np.uint16), truth
+
+
+@pytest.fixture()
+def inputs(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    img, _ = _field()
+    tifffile.imwrite(d / "good.tif", img)
+    good = (d / "good.tif").read_bytes()
+    (d / "corrupt.tif").write_bytes(good[: len(good) // 3])
+    rgb = np.stack([img >> 4, (img >> 5), np.zeros_like(img)], -1).astype(np.uint8)
+    (d / "colour.png").write_bytes(imagecodecs.png_encode(rgb))
+    tifffile.imwrite(d / "empty.tif", np.full((64, 64), 100, np.uint16))
+    (d / "notes.csv").write_text("not an image\n")
+    return d
+
+
+def test_run_mixed_folder(inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["run", str(inputs), "-o", str(out), "--method", "otsu", "-q", "--pixel-size", "0.5"])
+    assert code == 1  # one or more images failed, after finishing the others
+    images = pd.read_csv(out / "images.csv").set_index("ImageName")
+    assert set(images.index) == {"good", "corrupt", "colour", "empty"}
+    assert images.loc["good", "Status"] == "ok" and images.loc["good", "Count"] == 5
+    assert images.loc["empty", "Status"] == "ok" and images.loc["empty", "Count"] == 0
+    assert images.loc["corrupt", "Status"] == "failed" and "corrupt.tif" in images.loc["corrupt", "Error"]
+    assert images.loc["colour", "Status"] == "failed"
+    assert "colour.png" in images.loc["colour", "Error"] and "--channel" in images.loc["colour", "Error"]
+    nuclei = pd.read_parquet(out / "nuclei.parquet")
+    assert len(nuclei) == 5 and set(nuclei["ImageName"]) == {"good"}
+    assert list(nuclei["ObjectNumber"]) == [1, 2, 3, 4, 5]
+    # area of a radius-14 disc is ~615 px; in µm² at 0.5 µm/px a quarter of that
+    assert nuclei["AreaShape_Area"].between(540, 700).all()
+    np.testing.assert_allclose(nuclei["AreaShape_Area_um2"], nuclei["AreaShape_Area"] * 0.25)
+    csv = pd.read_csv(out / "nuclei.csv")
+    assert list(csv.columns) == list(nuclei.columns) and len(csv) == 5
+    labels = tifffile.imread(out / "labels" / "good.tif")
+    assert labels.dtype == np.int32 and labels.max() == 5
+    assert tifffile.imread(out / "labels" / "empty.tif").max() == 0
+    assert (out / "overlays" / "good.png").exists() and (out / "report.html").exists()
+    run = json.loads((out / "run.json").read_text())
+    assert run["n_failed"] == 2 and run["parameters"]["method"] == "otsu"
+    assert {f["ImageName"] for f in run["failures"]} == {"corrupt", "colour"}
+    report = (out / "report.html").read_text()
+    assert "corrupt.tif" in report and "Failures" in report
+
+
+def test_resume_skips_done_and_retries_failed(inputs, tmp_path):
+    out = tmp_path / "out"
+    assert main(["run", str(inputs), "-o", str(out), "--method", "otsu", "-q"]) == 1
+    stamp = (out / "labels" / "good.tif").stat().st_mtime_ns
+    # fix the broken input, run again: the good image is reused, the fixed one is done now
+    img, _ = _field(seed=1)
+    tifffile.imwrite(inputs / "corrupt.tif", img)
+    (inputs / "colour.png").unlink()
+    assert main(["run", str(inputs), "-o", str(out), "--method", "otsu", "-q"]) == 0
+    assert (out / "labels" / "good.tif").stat().st_mtime_ns == stamp
+    run = json.loads((out / "run.json").read_text())
+    assert run["n_resumed"] == 2 and run["n_failed"] == 0
+    images = pd.read_csv(out / "images.csv").set_index("ImageName")
+    assert images.loc["corrupt", "Status"] == "ok" and images.loc["corrupt", "Count"] == 5
+    assert len(pd.read_parquet(out / "nuclei.parquet")) == 10
+    # other parameters: nothing is reused
+    assert main(["run", str(inputs), "-o", str(out), "--method", "otsu", "-q", "--features", "shape"]) == 0
+    assert json.loads((out / "run.json").read_text())["n_resumed"] == 0
+
+
+def test_all_empty_gives_full_schema_table(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    tifffile.imwrite(d / "blank.tif", np.zeros((50, 50), np.uint8))
+    out = tmp_path / "out"
+    assert main(["run", str(d / "blank.tif"), "-o", str(out), "--method", "otsu", "-q"]) == 0
+    empty = pd.read_parquet(out / "nuclei.parquet")
+    img, _ = _field()
+    tifffile.imwrite(d / "good.tif", img)
+    assert main(["run", str(d / "good.tif"), "-o", str(tmp_path / "o2"), "--method", "otsu", "-q"]) == 0
+    full = pd.read_parquet(tmp_path / "o2" / "nuclei.parquet")
+    assert len(empty) == 0 and list(empty.columns) == list(full.columns)
+
+
+def test_missing_input_is_usage_error(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.tif"), "-o", str(tmp_path / "o"), "-q"]) == 2
+    assert "nope.tif" in capsys.readouterr().err
+
+
+def test_drop_flagged_removes_edge_nuclei(tmp_path):
+    img, truth = _field()
+    d = tmp_path / "in"
+    d.mkdir()
+    tifffile.imwrite(d / "a.tif", img)
+    # edge margin 27 px: the disc at x=160 (bbox to x=174, 26 px from the right edge) is flagged, the
+    # discs whose bbox starts at 27 px from the top/left are not
+    config = RunConfig(method="otsu", drop_flagged=True, qc=QCConfig(edge_margin=27))
+    images = run_batch([d], tmp_path / "o", config, show_progress=False)
+    assert images.loc[0, "Count"] == 4
+    labels = tifffile.imread(tmp_path / "o" / "labels" / "a.tif")
+    assert labels[45, 160] == 0 and labels[40, 40] > 0
+
+
+def test_analyze_matches_truth():
+    img, truth = _field()
+    res = analyze(img.astype(np.float32), method="otsu", saturation=4095, feature_set="shape")
+    assert res.labels.max() == 5
+    for k in range(1, 6):
+        ids = np.unique(res.labels[truth == k])
+        assert len(ids[ids > 0]) == 1
+
+
+def test_jobs_two_processes_same_result(inputs, tmp_path):
+    for f in ["corrupt.tif", "colour.png"]:
+        (inputs / f).unlink()
+    img, _ = _field(seed=3)
+    tifffile.imwrite(inputs / "third.tif", img)
+    a = run_batch([inputs], tmp_path / "a", RunConfig(method="otsu", feature_set="shape"), show_progress=False)
+    b = run_batch([inputs], tmp_path / "b", RunConfig(method="otsu", feature_set="shape"), jobs=2,
+                  show_progress=False)
+    assert list(a["Count"]) == list(b["Count"])
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "a" / "nuclei.parquet"),
+                                  pd.read_parquet(tmp_path / "b" / "nuclei.parquet"))
+
+
+def test_demo(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path / "demo"), "--method", "otsu", "-q", "--features", "shape"]) == 0
+    text = capsys.readouterr().out
+    assert "IXMtest_C09_s7" in text
+    images = pd.read_csv(tmp_path / "demo" / "images.csv")
+    assert (images["Status"] == "ok").all() and images["Count"].sum() > 250
