@@ -567,3 +567,30 @@ def test_truncated_jpeg(tmp_path, rng):
     with pytest.raises(InputError) as ei:
         read_image(f)
     _expect(ei, f, "truncated", "JPEG")
+
+
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+def test_big_uncompressed_stacks_are_memory_mapped(tmp_path, monkeypatch, byteorder):
+    """Above the size limit an uncompressed stack is mapped, not read whole; the result is the same."""
+    import nucleoscope.io._read as reader
+
+    stack = np.arange(4 * 3 * 16 * 20, dtype=np.uint16).reshape(4, 3, 16, 20)
+    f = tmp_path / "zc.ome.tif"
+    tifffile.imwrite(f, stack, byteorder=byteorder, ome=True, metadata={"axes": "ZCYX"})
+    with tifffile.TiffFile(f) as tif:
+        assert tif.byteorder == byteorder
+    expected = read_image(f, channel=1, plane=2)
+    monkeypatch.setattr(reader, "_MEMMAP_BYTES", 0)
+    calls = []
+    real = np.memmap
+    monkeypatch.setattr(np, "memmap", lambda *a, **k: calls.append(a) or real(*a, **k))
+    img = read_image(f, channel=1, plane=2)
+    assert calls, "the memory-mapped path was not taken"
+    np.testing.assert_array_equal(img.data, stack[2, 1])
+    np.testing.assert_array_equal(img.data, expected.data)
+    assert img.dtype == "uint16" and img.saturation == 4095.0
+    data = f.read_bytes()
+    f.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError) as ei:
+        read_image(f, channel=1, plane=2)
+    _expect(ei, f, "truncated")

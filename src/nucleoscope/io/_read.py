@@ -27,6 +27,8 @@ _TIFF_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
 # Axis letters as tifffile names them: C = channel, S = samples (RGB/RGBA) both count as channels;
 # Z, T are planes; anything else (I = image sequence, Q = unknown, ...) can serve as either.
 _CHANNEL_AXES = "CS"
+# Uncompressed contiguous stacks larger than this are memory-mapped rather than read whole.
+_MEMMAP_BYTES = 256 * 2**20
 _PLANE_AXES = "ZT"
 
 # µm per unit, for OME PhysicalSize units and ImageJ/TIFF resolution units.
@@ -185,6 +187,11 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, str, float | None]:
             else:
                 logger.warning("%s: %d image series (e.g. positions), reading the first", path, len(tif.series))
                 data = series.asarray()
+        elif (series.dataoffset is not None and axes.endswith("YX") and len(axes) > 2
+              and math.prod(series.shape) * series.dtype.itemsize > _MEMMAP_BYTES):
+            # A big uncompressed stack: map it, so that taking one plane reads one plane, not gigabytes.
+            dtype = np.dtype(series.dtype).newbyteorder(tif.byteorder)
+            data = np.memmap(path, dtype=dtype, mode="r", offset=series.dataoffset, shape=series.shape)
         else:
             data = series.asarray()
         spacing = _tiff_spacing(tif, path)
@@ -381,16 +388,16 @@ def _select_plane(
     return data, taken
 
 
-def _saturation(raw: np.ndarray, data: np.ndarray) -> float:
-    """Detector full scale (see :class:`Image`); ``raw`` is the stored dtype, ``data`` the chosen plane."""
-    if raw.dtype == np.uint8:
+def _saturation(stored: np.dtype, data: np.ndarray) -> float:
+    """Detector full scale (see :class:`Image`) for the stored dtype and the chosen plane ``data``."""
+    if stored == np.uint8:
         return 255.0
-    if raw.dtype == np.bool_:
+    if stored == np.bool_:
         return 1.0
     top = float(data.max()) if data.size else 0.0
-    if raw.dtype == np.uint16:
+    if stored == np.uint16:
         return 4095.0 if top <= 4095 else 65535.0
-    if np.issubdtype(raw.dtype, np.floating) and data.size and top <= 1.0 and float(data.min()) >= 0.0:
+    if np.issubdtype(stored, np.floating) and data.size and top <= 1.0 and float(data.min()) >= 0.0:
         return 1.0
     return top if top > 0 else 1.0
 
@@ -465,13 +472,14 @@ def read_image(
                 path=p,
             )
     spacing = float(pixel_size) if pixel_size is not None else meta_spacing
+    stored = raw.dtype.newbyteorder("=")  # a memory-mapped big-endian file keeps its byte order
     return Image(
         data=data,
         name=image_name(p),
         source=os.fspath(path),
         spacing=spacing,
-        dtype=str(raw.dtype),
-        saturation=_saturation(raw, plane_data),
+        dtype=str(stored),
+        saturation=_saturation(stored, plane_data),
         channel=taken,
     )
 
