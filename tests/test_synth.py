@@ -158,3 +158,57 @@ def test_cli_writes_the_shared_data_layout(tmp_path):
         assert np.array_equal(image, again.image) and np.array_equal(masks, again.labels)
         assert (truth["image"] == name).sum() == masks.max() == len(again.objects)
     assert main(["synth", "nuclei", "-n", "1", "-o", str(tmp_path / "x"), "--set", "nope=1"]) == 2
+
+
+# ---- chromatin conditions -------------------------------------------------------------------------------
+from nucleoscope.synth import chromatin_crops, chromatin_field  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def crops():
+    return chromatin_crops(12, rng=4, parameter="hc_fraction", values=(0.06, 0.14), size=80, diameter=(30, 40))
+
+
+def test_hc_ec_truth_matches_direct_computation(crops):
+    s = crops
+    assert s.image.shape == s.labels.shape == s.clean.shape == (24, 80, 80)
+    for k, row in s.objects.iterrows():
+        nucleus = s.labels[k] == 1
+        hc = float(s.clean[k][nucleus & s.hc_mask[k]].sum(dtype=np.float64))
+        ec = float(s.clean[k][nucleus].sum(dtype=np.float64)) - hc
+        assert row["hc_sum"] == pytest.approx(hc, rel=1e-9)
+        assert row["ec_sum"] == pytest.approx(ec, rel=1e-9)
+        assert row["hc_ec_ratio"] == pytest.approx(hc / ec, rel=1e-9)
+        assert not (s.hc_mask[k] & ~nucleus).any()
+        # heterochromatin is the bright part of the nucleus
+        assert s.clean[k][s.hc_mask[k]].mean() > s.clean[k][nucleus & ~s.hc_mask[k]].mean()
+
+
+def test_chromatin_classes_shift_only_the_parameter(crops):
+    by = crops.objects.groupby("class")
+    frac = by["hc_fraction"].mean()
+    assert frac[1] > 1.6 * frac[0]
+    assert by["hc_ec_ratio"].mean()[1] > 1.5 * by["hc_ec_ratio"].mean()[0]
+    # nuisance drawn from the same distributions: sizes and brightness agree between classes
+    assert by["area"].mean()[1] == pytest.approx(by["area"].mean()[0], rel=0.1)
+    assert by["brightness"].median()[1] == pytest.approx(by["brightness"].median()[0], rel=0.25)
+
+
+@pytest.mark.parametrize("parameter,values", [("compaction", (1.0, 2.0)), ("foci_density", (4.0, 12.0))])
+def test_paired_crops_share_nuisance(parameter, values):
+    s = chromatin_crops(6, rng=1, parameter=parameter, values=values, paired=True, spread=0.0)
+    a, b = s.objects.iloc[:6], s.objects.iloc[6:]
+    np.testing.assert_array_equal(s.labels[:6], s.labels[6:])  # same outlines
+    np.testing.assert_allclose(a["brightness"].to_numpy(), b["brightness"].to_numpy())
+    if parameter == "compaction":
+        # same HC signal packed into less area
+        assert (b["hc_fraction"].to_numpy() < a["hc_fraction"].to_numpy()).all()
+    else:
+        assert (b["n_foci"].to_numpy() > 2 * a["n_foci"].to_numpy()).all()
+
+
+def test_chromatin_field_condition():
+    lo = chromatin_field((128, 128), rng=2, parameter="hc_fraction", value=0.05)
+    hi = chromatin_field((128, 128), rng=2, parameter="hc_fraction", value=0.2)
+    assert hi.objects["hc_fraction"].mean() > 2 * lo.objects["hc_fraction"].mean()
+    assert not lo.artifact_mask.any()

@@ -4,7 +4,7 @@ Layout, the same as a split folder of the shared real data: ``DIR/images/<name>.
 ``DIR/masks/<name>.tif`` (instance labels, uint16, int32 when a label exceeds 65535), ``DIR/truth.csv``
 (one row per object with its image name), ``DIR/splits.csv`` (image, split) and ``DIR/params.csv`` (one
 row per image: the parameters drawn). Extra truth goes to sibling folders: ``artifact_masks/`` (nuclei),
-``hc_masks/`` (chromatin), ``noise_masks/`` (storm), ``cell_images/`` and ``cell_masks/`` (cells).
+``hc_masks/`` and ``labels.csv`` (image, class) for chromatin, ``noise_masks/`` (storm), ``cell_images/`` and ``cell_masks/`` (cells).
 Sample ``i`` is drawn from ``numpy.random.default_rng([seed, i])``, so any one can be regenerated alone.
 """
 
@@ -108,10 +108,11 @@ def _samples(kind: str, args: argparse.Namespace, opts: dict):
         s = synth.chromatin_crops(args.n, rng=args.seed, **kw)
         for k in range(s.image.shape[0]):
             row = s.objects.iloc[k]
-            name = f"chromatin_{row['class']}_{k:05d}"
+            name = f"chromatin_{row['class_name']}_{k:05d}"
             obj = s.objects.iloc[[k]].assign(label=1)
             yield name, {"images": s.image[k], "masks": s.labels[k], "hc_masks": s.hc_mask[k]}, obj, {
-                "class": row["class"], **{key: v for key, v in s.params.items() if np.isscalar(v)}
+                "class": row["class_name"], "value": row["value"],
+                **{key: v for key, v in s.params.items() if np.isscalar(v)},
             }
         return
     fn = getattr(synth, _FUNCTIONS[kind])
@@ -159,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
     table = table[["image"] + [c for c in table.columns if c != "image"]]
     write_table(table, out / "truth.csv")
     write_table(pd.DataFrame(params), out / "params.csv")
+    if args.kind == "chromatin":  # per-image class, like labels.csv of the shared data
+        write_table(pd.DataFrame(params)[["image", "class", "value", "parameter"]], out / "labels.csv")
     n_val = int(round(args.val_fraction * len(names)))
     split = [args.split] * (len(names) - n_val) + ["val"] * n_val
     write_table(pd.DataFrame({"image": names, "split": split}), out / "splits.csv")
