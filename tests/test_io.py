@@ -545,7 +545,9 @@ def test_unique_names():
     assert unique_names(["a/x.tif", "b/x.ome.tif", "b/y.png"]) == ["a_x", "b_x", "y"]
     assert unique_names(["p/a/x.tif", "q/a/x.tif", "r/b/z.tif"]) == ["p_a_x", "q_a_x", "z"]
     # Same folder, same stem: numbered, and a numbered name never collides with a real one.
-    assert unique_names(["d/x.tif", "d/x.png", "d/x_2.tif"]) == ["x", "x_2", "x_2_2"]
+    assert unique_names(["d/x.tif", "d/x.png", "d/x_2.tif"]) == ["x", "x_3", "x_2"]
+    # A folder-prefixed name never takes a name that did not clash.
+    assert unique_names(["a/x.tif", "b/x.tif", "a_x.tif"]) == ["a_x_2", "b_x", "a_x"]
     assert unique_names([]) == []
 
 
@@ -594,3 +596,31 @@ def test_big_uncompressed_stacks_are_memory_mapped(tmp_path, monkeypatch, byteor
     with pytest.raises(InputError) as ei:
         read_image(f, channel=1, plane=2)
     _expect(ei, f, "truncated")
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+
+
+@settings(max_examples=25, deadline=None)
+@given(arrays(np.int32, st.tuples(st.integers(1, 12), st.integers(1, 12)),
+              elements=st.integers(0, np.iinfo(np.int32).max)))
+def test_labels_round_trip_property(tmp_path_factory, labels):
+    f = tmp_path_factory.mktemp("labels") / "l.tif"
+    np.testing.assert_array_equal(read_labels(write_labels(f, labels)), labels)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "A", "x/a", "y/a", "x/b"]),
+                          st.sampled_from(["n", "N", "n_2", "m"]),
+                          st.sampled_from([".tif", ".png", ".ome.tif"])), max_size=8))
+def test_unique_names_are_unique_property(parts):
+    paths = [f"{d}/{n}{s}" for d, n, s in parts]
+    names = unique_names(paths)
+    assert len(names) == len(paths)
+    assert len({n.lower() for n in names}) == len(names)
+    # A name that does not clash is left alone.
+    for p, n in zip(paths, names):
+        if sum(image_name(q).lower() == image_name(p).lower() for q in paths) == 1:
+            assert n == image_name(p)

@@ -108,25 +108,28 @@ def unique_names(paths: Sequence[str | os.PathLike]) -> list[str]:
         One name per path, in order, all different (case-insensitively, for case-insensitive file systems).
     """
     parents = [[q for q in Path(os.path.abspath(p)).parent.parts if q.strip("/\\")] for p in paths]
-    names = [image_name(p) for p in paths]
+    base = [image_name(p) for p in paths]
     groups: dict[str, list[int]] = {}
-    for i, n in enumerate(names):
+    for i, n in enumerate(base):
         groups.setdefault(n.lower(), []).append(i)
+    wanted = list(base)
     for members in groups.values():
-        if len(members) < 2:
-            continue
         folders = {tuple(parents[i]) for i in members}
+        if len(folders) < 2:
+            continue
         # The fewest trailing folder names that tell the distinct folders apart.
-        for k in range(1, max(len(f) for f in folders) + 1):
-            if len({f[-k:] for f in folders}) == len(folders):
-                break
-        if len(folders) > 1:
-            for i in members:
-                names[i] = "_".join([*parents[i][-k:], names[i]])
-    # Same folder, same name with another suffix (a.tif, a.png), or a path listed twice: number them.
-    used: set[str] = set()
+        depths = range(1, max(map(len, folders)) + 1)
+        k = next(k for k in depths if len({f[-k:] for f in folders}) == len(folders))
+        for i in members:
+            wanted[i] = "_".join([*parents[i][-k:], base[i]])
+    # Names that never clashed are kept as they are; the others avoid them, numbered where still equal
+    # (same folder and name with another suffix, or a path listed twice).
+    used = {n.lower() for n, members in groups.items() if len(members) == 1}
     out = []
-    for n in names:
+    for i, n in enumerate(wanted):
+        if len(groups[base[i].lower()]) == 1:
+            out.append(n)
+            continue
         cand, k = n, 1
         while cand.lower() in used:
             k += 1
