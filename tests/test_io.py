@@ -437,6 +437,13 @@ def test_table_round_trip(tmp_path, suffix):
     assert back.index.tolist() == [0, 1] and "Unnamed: 0" not in back.columns
 
 
+def test_csv_dtype_keeps_numeric_looking_names(tmp_path):
+    f = write_table(pd.DataFrame({"ImageName": ["01", "02"], "Count": [3, 4]}), tmp_path / "t.csv")
+    assert read_table(f)["ImageName"].tolist() == [1, 2]  # what CSV alone gives
+    back = read_table(f, dtype={"ImageName": str})
+    assert back["ImageName"].tolist() == ["01", "02"] and back["Count"].tolist() == [3, 4]
+
+
 def test_table_errors(tmp_path):
     with pytest.raises(InputError) as ei:
         write_table(pd.DataFrame(), tmp_path / "t.xlsx")

@@ -115,8 +115,16 @@ def _table_kind(path: Path) -> str:
     return suffix
 
 
-def read_table(path: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821 - pandas imported lazily
+def read_table(path: str | os.PathLike, *, dtype: Mapping[str, Any] | None = None) -> "pd.DataFrame":  # noqa: F821
     """Read a table written by :func:`write_table` (``.parquet`` or ``.csv``, by suffix).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        ``.parquet`` or ``.csv`` file.
+    dtype : mapping, optional
+        Column dtypes for CSV, whose text loses them: e.g. ``{"ImageName": str}`` keeps an image named
+        ``"01"`` from coming back as the number 1. Parquet stores dtypes and ignores this.
 
     Raises
     ------
@@ -130,7 +138,7 @@ def read_table(path: str | os.PathLike) -> "pd.DataFrame":  # noqa: F821 - panda
     if not p.is_file():
         raise InputError("file not found", path=p)
     try:
-        return pd.read_parquet(p) if kind == ".parquet" else pd.read_csv(p)
+        return pd.read_parquet(p) if kind == ".parquet" else pd.read_csv(p, dtype=dtype)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
     except Exception as exc:  # noqa: BLE001 - pyarrow/pandas raise many kinds for a bad file
