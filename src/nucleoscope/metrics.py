@@ -543,31 +543,40 @@ def _touching_pairs(gi: np.ndarray) -> np.ndarray:
     return np.stack(np.divmod(code, n), axis=1)
 
 
-def _boundary(mask: np.ndarray) -> np.ndarray:
-    return mask & ~ndi.binary_erosion(mask)
+def _boundary_image(index: np.ndarray) -> np.ndarray:
+    """Object pixels with a 4-neighbour of another value (or beyond the image edge), (Y, X) bool."""
+    edge = np.ones(index.shape, bool)
+    inner = (slice(1, -1), slice(1, -1))
+    c = index[inner]
+    edge[inner] = ((c != index[:-2, 1:-1]) | (c != index[2:, 1:-1]) | (c != index[1:-1, :-2])
+                   | (c != index[1:-1, 2:]))
+    return edge & (index > 0)
 
 
 def _hausdorff_pairs(gi: np.ndarray, pi: np.ndarray, g_idx: np.ndarray, p_idx: np.ndarray) -> np.ndarray:
     """Symmetric Hausdorff distance (px) between boundaries of each (truth, pred) index pair.
 
-    Works on the pair's own bounding box (padded by one pixel) so the cost is per object, not per
-    image: an exact Euclidean distance transform of one boundary's complement is read at the other
-    boundary's pixels.
+    Boundaries are found once for the whole image; each pair then only touches its own bounding box,
+    so the cost is per object, not per image. Small boundaries: all pairwise distances (one small
+    numpy array, faster than scipy's ``directed_hausdorff`` call overhead for ~100-point sets); large
+    ones: an exact Euclidean distance transform of one boundary's complement read at the other's pixels.
     """
     if g_idx.size == 0:
         return np.zeros(0)
     gbox, pbox = ndi.find_objects(gi), ndi.find_objects(pi)
+    gb, pb = _boundary_image(gi), _boundary_image(pi)
     out = np.empty(g_idx.size)
-    shape = gi.shape
     for k, (g, p) in enumerate(zip(g_idx.tolist(), p_idx.tolist())):
         a, b = gbox[g], pbox[p]
-        sl = tuple(slice(max(min(x.start, y.start) - 1, 0), min(max(x.stop, y.stop) + 1, n))
-                   for x, y, n in zip(a, b, shape))
-        ba = _boundary(gi[sl] == g + 1)
-        bb = _boundary(pi[sl] == p + 1)
-        d_ab = ndi.distance_transform_edt(~ba)[bb].max()
-        d_ba = ndi.distance_transform_edt(~bb)[ba].max()
-        out[k] = max(d_ab, d_ba)
+        sl = tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
+        ma = gb[sl] & (gi[sl] == g + 1)
+        mb = pb[sl] & (pi[sl] == p + 1)
+        pts_a, pts_b = np.argwhere(ma), np.argwhere(mb)
+        if pts_a.shape[0] * pts_b.shape[0] <= 250_000:
+            d2 = ((pts_a[:, None, :] - pts_b[None, :, :]) ** 2).sum(-1)
+            out[k] = math.sqrt(max(d2.min(1).max(), d2.min(0).max()))
+        else:
+            out[k] = max(ndi.distance_transform_edt(~ma)[mb].max(), ndi.distance_transform_edt(~mb)[ma].max())
     return out
 
 
