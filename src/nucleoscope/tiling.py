@@ -7,10 +7,10 @@ Two entry points, both with memory bounded by the tile size (plus the output arr
   lies inside the image. When the overlap covers the predictor's receptive field
   (``overlap // 2 >= radius``) the result equals untiled prediction exactly.
 - :func:`segment_tiled` runs an instance segmenter tile by tile and stitches the labels seamlessly: every
-  object belongs to the tile whose core holds its centroid (so it is taken from the tile where it lies
+  object belongs to the tile whose core holds its centre (so it is taken from the tile where it lies
   furthest from a tile edge, whole), copies of the same nucleus seen by neighbouring tiles are matched by
   overlap and kept once, and ids are relabelled 1..N in raster order. With nuclei smaller than the
-  overlap and a segmenter that decides each object from its neighbourhood, the result equals untiled
+  overlap (bounding box < overlap along both axes) and a segmenter that decides each object from its neighbourhood, the result equals untiled
   segmentation.
 
 Tile layout (per axis): ``n = ceil((size - overlap) / (tile - overlap))`` tiles of exactly ``tile`` px
@@ -52,8 +52,8 @@ class TilingConfig:
         :func:`segment_tiled`: two objects from different tiles are the same nucleus when their
         intersection is at least this fraction of the smaller one, in (0, 1].
     slack : int or None
-        :func:`segment_tiled`: an object is considered by a tile when its centroid lies within ``slack`` px
-        of the tile's core (default ``overlap // 4``), so a nucleus whose centroid the two tiles place on
+        :func:`segment_tiled`: an object is considered by a tile when its centre lies within ``slack`` px
+        of the tile's core (default ``overlap // 4``), so a nucleus whose centre the two tiles place on
         different sides of their core boundary is still found; the duplicates are matched and kept once.
     """
 
@@ -252,8 +252,13 @@ def segment_tiled(image: Any, segment_fn: Callable[[np.ndarray], Any],
 
     Notes
     -----
-    For each tile, an object is a candidate when its centroid lies in the tile's core grown by
-    ``config.slack_px``. Its priority is the distance from its centroid to the nearest interior tile edge;
+    An object's position is the centre of its bounding box rather than its centroid: it costs nothing
+    (the boxes are needed anyway), it is the same for identical copies, and it makes the guarantee
+    simple: an object whose box is smaller than ``config.overlap`` along both axes lies whole in the tile
+    that owns its centre (a centroid gives that only for shapes symmetric about it).
+
+    For each tile, an object is a candidate when its centre lies in the tile's core grown by
+    ``config.slack_px``. Its priority is the distance from its centre to the nearest interior tile edge;
     an object touching an interior tile edge (cut by the tile) ranks below every whole one. A candidate
     is painted onto background pixels under a new id, unless it covers at least ``config.match_frac`` of
     an already painted object (or that object covers that fraction of it): then the two are the same
@@ -277,23 +282,24 @@ def segment_tiled(image: Any, segment_fn: Callable[[np.ndarray], Any],
             raise ValueError(f"segment_fn returned labels of shape {labels.shape} for a tile of shape {tile.shape}")
         if not np.issubdtype(labels.dtype, np.integer):
             raise ValueError(f"segment_fn must return integer labels, got dtype {labels.dtype}")
-        labels = labels.astype(np.int64, copy=False)
         n = int(labels.max(initial=0))
         if n == 0:
             continue
         if labels.min() < 0:
             raise ValueError("segment_fn returned negative labels")
-        flat = labels.ravel()
+        if n > np.iinfo(np.int32).max:
+            raise ValueError(f"segment_fn returned label ids above the int32 range ({n})")
+        labels = labels.astype(np.int32, copy=False)
+        flat = labels.ravel().astype(np.intp)  # one cast: bincount and fancy indexing want intp
         area = np.bincount(flat, minlength=n + 1)
         present = area > 0
         present[0] = False
-        safe = np.maximum(area, 1)
-        rows, cols = np.divmod(np.arange(flat.size, dtype=np.int64), w)
-        cyy = np.bincount(flat, weights=rows, minlength=n + 1) / safe + wy.start  # centroid, global
-        cxx = np.bincount(flat, weights=cols, minlength=n + 1) / safe + wx.start
-        del rows, cols
+        boxes = _bbox_arrays(labels, n)
+        # the centre of the bounding box stands for the object's position (global coordinates); see Notes
+        cyy = (boxes[:, 0] + boxes[:, 1] - 1) / 2.0 + wy.start
+        cxx = (boxes[:, 2] + boxes[:, 3] - 1) / 2.0 + wx.start
 
-        # candidates: centroid inside the core grown by the slack on its interior sides
+        # candidates: centre inside the core grown by the slack on its interior sides
         top, bottom, left, right = t.interior
         y_lo = cy.start - (slack if top else 0) - 0.5
         y_hi = cy.stop + (slack if bottom else 0) - 0.5
@@ -303,7 +309,7 @@ def segment_tiled(image: Any, segment_fn: Callable[[np.ndarray], Any],
         if not cand.any():
             continue
 
-        # priority: distance of the centroid to the nearest interior (cut) edge; cut objects rank last
+        # priority: distance of the centre to the nearest interior (cut) edge; cut objects rank last
         big = float(ny + nx)
         dist = np.full(n + 1, big)
         if top:
@@ -321,68 +327,76 @@ def segment_tiled(image: Any, segment_fn: Callable[[np.ndarray], Any],
         prio = dist - np.where(touch, 2 * big, 0.0)
 
         view = out[wy, wx]
-        conflicted = np.zeros(n + 1, bool)
-        busy = view.ravel() > 0
-        conflicted[np.unique(flat[busy])] = True
-        conflicted &= cand
-        boxes = _bbox_arrays(labels, n)
+        # (tile object, painted object, shared pixels) for every candidate that meets painted objects
+        under = view.ravel()
+        busy = np.flatnonzero(under)
+        busy = busy[cand[flat[busy]]]
+        key = flat[busy].astype(np.int64) * (reg.size + 1) + under[busy]
+        pairs, counts = np.unique(key, return_counts=True)
+        pl, pe = np.divmod(pairs, reg.size + 1)
+        same = counts >= frac * np.minimum(area[pl], reg.area[pe])  # the same nucleus seen twice
+        matched = np.zeros(n + 1, bool)
+        matched[pl[same]] = True
+        loses = np.zeros(n + 1, bool)
+        loses[pl[same & (reg.prio[pe] >= prio[pl])]] = True
 
-        # fast path: candidates that touch nothing painted yet get new ids in one go
-        fast = cand & ~conflicted
-        n_fast = int(np.count_nonzero(fast))
-        if n_fast:
-            new = reg.add(n_fast)
+        # new nuclei (no match): one vectorized paint onto background pixels under new ids
+        fresh = cand & ~matched
+        n_fresh = int(np.count_nonzero(fresh))
+        if n_fresh:
+            new = reg.add(n_fresh)
             lut = np.zeros(n + 1, np.int32)
-            lut[fast] = new
-            paint = lut[labels]
-            mask = paint > 0
-            view[mask] = paint[mask]
-            reg.area[new] = area[fast]
-            reg.prio[new] = prio[fast]
-            reg.bbox[new] = boxes[fast] + (wy.start, wy.start, wx.start, wx.start)
+            lut[fresh] = new
+            # arithmetic instead of a boolean-mask assignment: several times faster on label images
+            paint = np.take(lut, labels) * (view == 0)
+            view += paint
+            reg.area[new] = np.bincount(paint.ravel(), minlength=int(new[-1]) + 1)[new]
+            reg.prio[new] = prio[fresh]
+            reg.bbox[new] = boxes[fresh] + (wy.start, wy.start, wx.start, wx.start)
 
-        # slow path: candidates that meet painted objects, best first
-        slow = np.flatnonzero(conflicted)
-        for lab in slow[np.argsort(-prio[slow], kind="stable")]:
+        # better copies of nuclei already painted: replace them, best first (rare enough to loop)
+        better = np.flatnonzero(matched & ~loses)
+        for lab in better[np.argsort(-prio[better], kind="stable")]:
             y0, y1, x0, x1 = boxes[lab]
             own = labels[y0:y1, x0:x1] == lab
             crop = view[y0:y1, x0:x1]
-            under = crop[own]
-            ids, counts = np.unique(under[under > 0], return_counts=True)
+            under_l = crop[own]
+            ids, cnt = np.unique(under_l[under_l > 0], return_counts=True)
             a = int(area[lab])
-            matched = [int(e) for e, c in zip(ids, counts) if c >= frac * min(a, int(reg.area[e]))]
-            gy0, gy1, gx0, gx1 = y0 + wy.start, y1 + wy.start, x0 + wx.start, x1 + wx.start
-            if matched:
-                if any(reg.prio[e] >= prio[lab] for e in matched):
-                    continue  # an existing version of this nucleus is at least as good
-                keep = min(matched)
-                for e in matched:
-                    by0, by1, bx0, bx1 = reg.bbox[e]
-                    region = out[by0:by1, bx0:bx1]
-                    region[region == e] = 0
-                    reg.area[e] = 0
-                new_id = keep
-            else:
-                new_id = int(reg.add(1)[0])
+            hits = [int(e) for e, c in zip(ids, cnt) if c >= frac * min(a, int(reg.area[e]))]
+            if not hits or any(reg.prio[e] >= prio[lab] for e in hits):
+                continue  # the state changed since the vectorized check: be conservative
+            keep = min(hits)
+            for e in hits:
+                by0, by1, bx0, bx1 = reg.bbox[e]
+                region = out[by0:by1, bx0:bx1]
+                region[region == e] = 0
+                reg.area[e] = 0
             target = own & (crop == 0)
-            crop[target] = new_id
-            reg.area[new_id] = int(np.count_nonzero(target))
-            reg.prio[new_id] = prio[lab]
-            reg.bbox[new_id] = (gy0, gy1, gx0, gx1)
-    return _relabel_raster(out, reg.size, config.tile)
+            crop[target] = keep
+            reg.area[keep] = int(np.count_nonzero(target))
+            reg.prio[keep] = prio[lab]
+            reg.bbox[keep] = (y0 + wy.start, y1 + wy.start, x0 + wx.start, x1 + wx.start)
+    return _relabel_raster(out, reg, config.tile)
 
 
-def _relabel_raster(labels: np.ndarray, n: int, chunk: int) -> np.ndarray:
-    """Relabel ``labels`` (ids <= n, with gaps) to 1..N in raster order of first pixels, in place."""
+def _relabel_raster(labels: np.ndarray, reg: _Registry, chunk: int) -> np.ndarray:
+    """Relabel ``labels`` to 1..N in raster order of each object's first pixel, in place.
+
+    The registry's boxes contain each live object, so its first pixel is found by scanning the box's
+    rows from the top (usually the first row) instead of a pass over the whole image.
+    """
+    n = reg.size
     if n == 0:
         return labels
     firsts = []
-    for i, sl in enumerate(ndi.find_objects(labels, max_label=n), start=1):
-        if sl is None:
-            continue
-        r0 = sl[0].start
-        c0 = sl[1].start + int(np.argmax(labels[r0, sl[1]] == i))
-        firsts.append((r0, c0, i))
+    for i in np.flatnonzero(reg.area[:n + 1] > 0):
+        y0, y1, x0, x1 = (int(v) for v in reg.bbox[i])
+        for r in range(y0, y1):
+            hit = np.flatnonzero(labels[r, x0:x1] == i)
+            if hit.size:
+                firsts.append((r, x0 + int(hit[0]), int(i)))
+                break
     firsts.sort()
     lut = np.zeros(n + 1, np.int32)
     for k, (_, _, i) in enumerate(firsts, start=1):
@@ -390,5 +404,5 @@ def _relabel_raster(labels: np.ndarray, n: int, chunk: int) -> np.ndarray:
     # in row chunks so the temporary stays tile-sized
     step = max(1, int(chunk))
     for r in range(0, labels.shape[0], step):
-        labels[r:r + step] = lut[labels[r:r + step]]
+        labels[r:r + step] = np.take(lut, labels[r:r + step])
     return labels
