@@ -172,10 +172,10 @@ def shape_features(
     verts, hull = _corner_hull(padded)
     _, mid_hull = _corner_hull(padded, _MIDPOINTS)
     if hull is not None and mid_hull is not None:
-        yy, xx = np.mgrid[: padded.shape[0], : padded.shape[1]]
-        centres = np.stack([yy.ravel(), xx.ravel()], axis=1).astype(np.float64)
+        # Mask pixels are inside by construction; test only the others.
+        centres = np.argwhere(~padded).astype(np.float64)
         inside = (centres @ mid_hull.equations[:, :2].T + mid_hull.equations[:, 2] <= 1e-9).all(axis=1)
-        convex_area = float(inside.sum())
+        convex_area = float(area + inside.sum())
         d = verts[:, None, :] - verts[None, :, :]
         out["AreaShape_MaxFeretDiameter"] = float(np.sqrt((d**2).sum(-1).max()))
         dist = -(verts @ hull.equations[:, :2].T + hull.equations[:, 2])

@@ -13,6 +13,7 @@ from functools import lru_cache
 
 import mahotas
 import numpy as np
+from scipy import fft as sp_fft
 from scipy import ndimage as ndi
 from skimage.feature import local_binary_pattern
 from skimage.filters import gabor_kernel, threshold_otsu
@@ -324,17 +325,32 @@ GABOR_COLUMNS = [
 
 
 @lru_cache(maxsize=1)
-def _gabor_bank() -> list[np.ndarray]:
-    return [gabor_kernel(f, theta=np.deg2rad(a)) for f in GABOR_FREQUENCIES for a in _GABOR_ANGLES]
+def _gabor_bank() -> np.ndarray:
+    """The 12 complex kernels, each centred in a common (2K+1, 2K+1) array, K = largest half-size."""
+    kernels = [gabor_kernel(f, theta=np.deg2rad(a)) for f in GABOR_FREQUENCIES for a in _GABOR_ANGLES]
+    half = max(max(k.shape) for k in kernels) // 2
+    bank = np.zeros((len(kernels), 2 * half + 1, 2 * half + 1), dtype=np.complex128)
+    for i, k in enumerate(kernels):
+        h, w = k.shape[0] // 2, k.shape[1] // 2
+        bank[i, half - h : half + h + 1, half - w : half + w + 1] = k
+    return bank
+
+
+@lru_cache(maxsize=64)
+def _gabor_bank_fft(shape: tuple[int, int]) -> np.ndarray:
+    # Crop sizes repeat (next_fast_len rounds them), so the kernels' transforms are reused.
+    return sp_fft.fft2(_gabor_bank(), shape, axes=(1, 2))
 
 
 def gabor_features(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     """Mean and SD over the nucleus of Gabor filter magnitudes (3 frequencies x 4 orientations).
 
     Kernels from ``skimage.filters.gabor_kernel`` (frequencies 0.1, 0.2, 0.3 cycles/pixel; angles 0,
-    45, 90, 135 degrees; scikit-image's default bandwidth 1), applied by FFT-free direct convolution
-    (``scipy.ndimage``, reflecting borders) to the crop standardised by the nucleus's mean and SD,
-    so the values describe pattern, not brightness.
+    45, 90, 135 degrees; scikit-image's default bandwidth 1) applied to the crop standardised by the
+    nucleus's mean and SD (so the values describe pattern, not brightness), with reflecting borders
+    as ``skimage.filters.gabor`` does. The convolution is done by FFT, all 12 kernels against one
+    transform of the crop, because the low-frequency kernels are ~35 px wide and direct convolution
+    cost ~50 ms per nucleus.
 
     Parameters
     ----------
@@ -346,10 +362,15 @@ def gabor_features(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
         return dict.fromkeys(GABOR_COLUMNS, float("nan"))
     sd = vals.std()
     z = (image - vals.mean()) / (sd if sd > 0 else 1.0)
-    out = []
-    for k in _gabor_bank():
-        re = ndi.convolve(z, np.real(k), mode="reflect")
-        im = ndi.convolve(z, np.imag(k), mode="reflect")
-        mag = np.hypot(re, im)[mask]
-        out += [float(mag.mean()), float(mag.std())]
-    return dict(zip(GABOR_COLUMNS, out))
+    bank = _gabor_bank()
+    half = bank.shape[1] // 2
+    # numpy's "symmetric" = scipy.ndimage's "reflect" (the mode skimage.filters.gabor uses).
+    fast = [sp_fft.next_fast_len(n + 2 * half) - n - half for n in z.shape]  # extra tail: cheaper FFT
+    zp = np.pad(z, ((half, fast[0]), (half, fast[1])), mode="symmetric")
+    # A circular convolution the size of the padded crop is exact where we read it: output pixel j
+    # (j >= 2*half) only reaches zp[j - 2*half .. j], so nothing wraps around.
+    resp = sp_fft.ifft2(sp_fft.fft2(zp)[None] * _gabor_bank_fft(zp.shape), axes=(1, 2))
+    resp = resp[:, 2 * half : 2 * half + z.shape[0], 2 * half : 2 * half + z.shape[1]]
+    mag = np.abs(resp[:, mask])
+    out = np.stack([mag.mean(axis=1), mag.std(axis=1)], axis=1).ravel()
+    return dict(zip(GABOR_COLUMNS, out.tolist()))
