@@ -19,10 +19,12 @@ from nucleoscope.io import (
     atomic_path,
     find_images,
     image_name,
+    label_outline,
     read_image,
     read_labels,
     read_table,
     unique_names,
+    write_imagej_rois,
     write_json,
     write_labels,
     write_png,
@@ -631,3 +633,95 @@ def test_unique_names_are_unique_property(parts):
     for p, n in zip(paths, names):
         if sum(image_name(q).lower() == image_name(p).lower() for q in paths) == 1:
             assert n == image_name(p)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ImageJ ROI export
+
+
+def _decode_roi(data: bytes) -> tuple[str, np.ndarray]:
+    """Independent minimal reader of an ImageJ polygon ROI (RoiDecoder layout), for the test only."""
+    import struct
+
+    assert data[:4] == b"Iout"
+    version, kind, top, left, bottom, right, n = struct.unpack(">hBxhhhhH", data[4:18])
+    assert version >= 218 and kind == 0  # polygon
+    xs = np.frombuffer(data, ">i2", n, 64).astype(int) + left
+    ys = np.frombuffer(data, ">i2", n, 64 + 2 * n).astype(int) + top
+    assert (xs.min(), ys.min(), xs.max(), ys.max()) == (left, top, right, bottom)
+    h2 = struct.unpack(">i", data[60:64])[0]
+    name_off, name_len = struct.unpack(">ii", data[h2 + 16:h2 + 24])
+    name = data[name_off:name_off + 2 * name_len].decode("utf-16-be")
+    return name, np.c_[xs, ys]
+
+
+def _fill_by_centres(poly: np.ndarray, shape) -> np.ndarray:
+    """ImageJ's rule: a pixel is inside a polygon when its centre is."""
+    from skimage.measure import points_in_poly
+
+    rr, cc = np.mgrid[: shape[0], : shape[1]]
+    return points_in_poly(np.c_[cc.ravel() + 0.5, rr.ravel() + 0.5], poly).reshape(shape)
+
+
+def test_imagej_rois_cover_each_label_exactly(tmp_path):
+    import zipfile
+
+    from skimage.draw import disk, polygon
+
+    labels = np.zeros((60, 80), np.int32)
+    labels[disk((20, 20), 12)] = 1
+    labels[5:15, 40:70] = 2
+    rr, cc = polygon([40, 58, 58], [30, 30, 75])
+    labels[rr, cc] = 7  # label numbers need not be consecutive
+    labels[0, 79] = 3  # one pixel in the corner
+    f = write_imagej_rois(tmp_path / "rois.zip", labels)
+    with zipfile.ZipFile(f) as zf:
+        names = zf.namelist()
+        assert names == ["0001.roi", "0002.roi", "0003.roi", "0007.roi"]
+        for entry in names:
+            name, poly = _decode_roi(zf.read(entry))
+            k = int(name)
+            assert entry == f"{k:04d}.roi"
+            np.testing.assert_array_equal(_fill_by_centres(poly, labels.shape), labels == k)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rois.zip"]
+
+
+def test_label_outline_square_and_pieces():
+    m = np.zeros((5, 6), bool)
+    m[1:3, 2:5] = True  # 2 rows x 3 columns
+    np.testing.assert_array_equal(label_outline(m), [[2, 1], [5, 1], [5, 3], [2, 3]])
+    # Two pixels touching at a corner: the larger piece wins.
+    m = np.zeros((6, 6), bool)
+    m[1, 1] = True
+    m[2, 2:4] = True
+    np.testing.assert_array_equal(label_outline(m), [[2, 2], [4, 2], [4, 3], [2, 3]])
+    # A hole is filled: the outline is the outer square.
+    m = np.zeros((7, 7), bool)
+    m[1:6, 1:6] = True
+    m[3, 3] = False
+    assert _fill_by_centres(label_outline(m), m.shape).sum() == 25
+    assert label_outline(np.zeros((3, 3), bool)).shape == (0, 2)
+
+
+def test_imagej_rois_on_real_masks(shared_data, tmp_path):
+    """Every simple ground-truth nucleus of a BBBC039 image (4-connected, no hole) comes back pixel for pixel."""
+    import zipfile
+
+    from scipy import ndimage as ndi
+
+    labels = read_labels(sorted((shared_data / "bbbc039" / "val" / "masks").glob("*.tif"))[0])
+    boxes = ndi.find_objects(labels)
+    with zipfile.ZipFile(write_imagej_rois(tmp_path / "gt.zip", labels)) as zf:
+        entries = zf.namelist()
+        assert len(entries) == len(np.unique(labels)) - 1
+        checked = 0
+        for entry in entries:
+            name, poly = _decode_roi(zf.read(entry))
+            k = int(name)
+            box = boxes[k - 1]
+            region = labels[box] == k
+            if ndi.label(region)[1] == 1 and ndi.binary_fill_holes(region).sum() == region.sum():
+                local = poly - [box[1].start, box[0].start]
+                np.testing.assert_array_equal(_fill_by_centres(local, region.shape), region)
+                checked += 1
+        assert checked >= 0.9 * len(entries)
