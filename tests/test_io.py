@@ -725,3 +725,16 @@ def test_imagej_rois_on_real_masks(shared_data, tmp_path):
                 np.testing.assert_array_equal(_fill_by_centres(local, region.shape), region)
                 checked += 1
         assert checked >= 0.9 * len(entries)
+
+
+def test_permission_denied_is_an_input_error(tmp_path, monkeypatch):
+    f = tmp_path / "locked.tif"
+    tifffile.imwrite(f, np.zeros((4, 4), np.uint8))
+
+    def deny(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tifffile, "TiffFile", deny)  # chmod does not stop root, which CI may be
+    with pytest.raises(InputError) as ei:
+        read_image(f)
+    _expect(ei, f, "permission denied")

@@ -123,6 +123,10 @@ def _read_raw(path: Path, suffix: str) -> tuple[np.ndarray, str, float | None]:
         raise
     except MemoryError:
         raise
+    except PermissionError as exc:
+        raise InputError("permission denied: cannot open the file", path=path) from exc
+    except OSError as exc:  # the disk or network share, not the format (short reads raise ValueError)
+        raise InputError(f"cannot read the file: {exc.strerror or exc}", path=path) from exc
     except Exception as exc:  # noqa: BLE001 - every library error means the same thing to the user
         kind = "TIFF" if suffix in _TIFF_SUFFIXES else suffix.lstrip(".").upper()
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
