@@ -70,7 +70,7 @@ def find_images(
             if not hits:
                 raise InputError(
                     f"folder holds no supported image ({', '.join(SUPPORTED_SUFFIXES)})"
-                    + ("" if recursive else "; search sub-folders with recursive"),
+                    + ("" if recursive else "; sub-folders are searched with --recursive"),
                     path=text,
                 )
         elif path.is_file():
