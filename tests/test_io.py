@@ -738,3 +738,19 @@ def test_permission_denied_is_an_input_error(tmp_path, monkeypatch):
     with pytest.raises(InputError) as ei:
         read_image(f)
     _expect(ei, f, "permission denied")
+
+
+def test_write_labels_crash_mid_write_keeps_old_file(tmp_path, monkeypatch):
+    f = write_labels(tmp_path / "l.tif", np.ones((5, 5), np.int32))
+    real = tifffile.imwrite
+
+    def crash(path, *args, **kwargs):
+        real(path, np.zeros((5, 5), np.int32))  # a complete-looking file, then the process "dies"
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tifffile, "imwrite", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_labels(f, np.full((5, 5), 9, np.int32))
+    monkeypatch.undo()
+    np.testing.assert_array_equal(read_labels(f), np.ones((5, 5)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["l.tif"]
