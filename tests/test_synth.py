@@ -212,3 +212,56 @@ def test_chromatin_field_condition():
     hi = chromatin_field((128, 128), rng=2, parameter="hc_fraction", value=0.2)
     assert hi.objects["hc_fraction"].mean() > 2 * lo.objects["hc_fraction"].mean()
     assert not lo.artifact_mask.any()
+
+
+# ---- STORM-like renderings ------------------------------------------------------------------------------
+from nucleoscope.synth import storm_field  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def storm():
+    return storm_field((300, 420), rng=3, tile=128, noise_regions=0.5, fragmentation=0.4)
+
+
+def test_storm_does_not_depend_on_tile_size(storm):
+    other = storm_field((300, 420), rng=3, tile=512, noise_regions=0.5, fragmentation=0.4)
+    assert np.array_equal(storm.image, other.image)
+    assert np.array_equal(storm.labels, other.labels)
+    assert np.array_equal(storm.noise_mask, other.noise_mask)
+
+
+def test_storm_truth(storm):
+    s = storm
+    n = len(s.objects)
+    assert n >= 3 and s.params["n_noise_regions"] >= 1
+    assert np.array_equal(np.unique(s.labels), np.arange(n + 1))
+    assert np.array_equal(s.objects["area"].to_numpy(), np.bincount(s.labels.ravel())[1:])
+    assert not (s.noise_mask & (s.labels > 0)).any()  # noise regions are never labelled
+    # localisations really fill the noise regions and the nuclei; the rest is near-empty background
+    empty = (s.labels == 0) & ~s.noise_mask
+    assert (s.image[s.noise_mask] > 0).mean() > 0.3
+    assert (s.image[s.labels > 0] > 0).mean() > 0.5
+    assert np.median(s.image[empty]) == 0 and (s.image[empty] > 0).mean() < 0.1
+    # fragmented texture: a good part of each nucleus is empty
+    assert 0.05 < (s.image[s.labels > 0] == 0).mean() < 0.8
+
+
+def test_storm_memory_stays_within_a_few_tiles():
+    """A 2048^2 frame in 512 px tiles holds a few tiles of working memory beyond the outputs.
+
+    The outputs are preallocated (as a tifffile memmap would be); a whole-frame float32 image would take
+    16 MiB, the tile working set (counts, nearest-radius and label bookkeeping) about 3-4 MiB.
+    """
+    import tracemalloc
+
+    shape = (2048, 2048)
+    out = dict(out_image=np.zeros(shape, np.uint8), out_labels=np.zeros(shape, np.int32),
+               out_noise=np.zeros(shape, bool))
+    tracemalloc.start()
+    try:
+        s = storm_field(shape, rng=1, tile=512, diameter=(60, 80), coverage=0.08, **out)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert s.image is out["out_image"] and len(s.objects) > 20
+    assert peak < 6 * 512 * 512 * 4  # < 6 MiB; a full-frame float32 alone would be 16 MiB

@@ -16,6 +16,7 @@ from ._field import hc_ec
 from ._sample import SynthSample
 from .chromatin import PARAMETERS, chromatin_crops, chromatin_field
 from .nuclei import ARTIFACT_KINDS, iter_nuclei_fields, nuclei_field
+from .storm import storm_field
 
 __all__ = [
     "SynthSample",
@@ -26,4 +27,5 @@ __all__ = [
     "chromatin_field",
     "PARAMETERS",
     "hc_ec",
+    "storm_field",
 ]

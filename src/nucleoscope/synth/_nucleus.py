@@ -83,13 +83,15 @@ def place(
     clump_fraction: float,
     overlap: float,
     tries: int = 25,
-) -> Geometry:
+    return_index: bool = False,
+):
     """Position the nuclei of ``g`` in a field; returns the placed subset (some may not fit).
 
     A nucleus joins a clump (next to a random placed one, centre distance ``s`` times the sum of the two
     radii along the joining line, ``s ~ U(min(1 - overlap, 0.9), 0.98)``, so they touch or partly overlap) with
     probability ``clump_fraction``, else lands at random without touching anything. No nucleus centre ever
-    lies inside another nucleus, so every nucleus keeps an unshared core around its centre.
+    lies inside another nucleus, so every nucleus keeps an unshared core around its centre. With
+    ``return_index`` also returns the indices into ``g`` of the placed nuclei.
     """
     h, w = shape
     n = len(g)
@@ -134,7 +136,8 @@ def place(
             if ok:
                 placed.append(i)
                 break
-    return g.subset(np.asarray(placed, dtype=int))
+    idx = np.asarray(placed, dtype=int)
+    return (g.subset(idx), idx) if return_index else g.subset(idx)
 
 
 def rho_local(g: Geometry, i: int, shape: tuple[int, int], pad: int = 1):
