@@ -110,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{method} on {spec}: failed (exit {proc.returncode}); see the log above", file=sys.stderr)
                     continue
                 row = json.loads(proc.stdout.strip().splitlines()[-1])
+            if row["n_failed"] == row["n_images"]:
+                first = row["failures"][0][1] if row["failures"] else "no images"
+                print(f"{method} on {spec}: every image failed ({first}); no row", file=sys.stderr)
+                continue
             rows.append(row)
             print(" | ".join(format_row(row)), flush=True)
 

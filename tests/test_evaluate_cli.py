@@ -125,3 +125,40 @@ def test_file_versus_folder_refused(tmp_path, capsys):
     g = _write(tmp_path / "gt", "a", np.zeros((10, 10), np.int32))
     err = _error(capsys, ["evaluate", str(tmp_path / "gt"), str(g)])
     assert "both be files or both be folders" in err
+
+
+# --------------------------------------------------------------------------------------------------
+# The benchmark harness (bench/harness.py) rides on the same scoring; an oracle segmenter that returns
+# the ground truth must score exactly 1.
+# --------------------------------------------------------------------------------------------------
+
+
+def test_bench_harness_oracle_scores_one(shared_data, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    import nucleoscope.segment as seg
+    from nucleoscope.io import read_labels
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    import harness
+
+    samples = harness.load_split("stardist_pkg_dsb2018_sample", "train", root=shared_data)
+    assert [s.name for s in samples] == ["img2d"]
+    truth = read_labels(samples[0].mask)
+    monkeypatch.setitem(seg.METHODS, "oracle", f"{__name__}:_oracle")
+    monkeypatch.setattr(sys.modules[__name__], "_ORACLE", truth, raising=False)
+    res = harness.run_benchmark("oracle", "stardist_pkg_dsb2018_sample", "train", root=shared_data,
+                                thresholds=(0.5, 0.7), hausdorff=False)
+    row = res.row()
+    assert (row["n_images"], row["n_failed"]) == (1, 0)
+    assert row["f1_0.5"] == row["f1_0.7"] == row["ap_0.5"] == 1.0
+    assert (row["splits"], row["merges"]) == (0, 0)
+    assert res.megapixels == pytest.approx(512 * 512 / 1e6)
+    assert res.s_per_mp > 0 and res.peak_rss_mb > 10
+    with pytest.raises(FileNotFoundError, match="no dataset"):
+        harness.load_split("nope", "val", root=shared_data)
+
+
+def _oracle(image, *, spacing=None):
+    return _ORACLE.copy(), None
