@@ -46,7 +46,7 @@ def inputs(tmp_path):
 
 def test_run_mixed_folder(inputs, tmp_path, capsys):
     out = tmp_path / "out"
-    code = main(["run", str(inputs), "-o", str(out), "--method", "otsu", "-q", "--pixel-size", "0.5"])
+    code = main(["run", str(inputs), "-o", str(out), "--method", "otsu", "-q", "--pixel-size", "0.5", "--rois"])
     assert code == 1  # one or more images failed, after finishing the others
     images = pd.read_csv(out / "images.csv").set_index("ImageName")
     assert set(images.index) == {"good", "corrupt", "colour", "empty"}
@@ -67,6 +67,8 @@ def test_run_mixed_folder(inputs, tmp_path, capsys):
     assert labels.dtype == np.int32 and labels.max() == 5
     assert tifffile.imread(out / "labels" / "empty.tif").max() == 0
     assert (out / "overlays" / "good.png").exists() and (out / "report.html").exists()
+    import zipfile
+    assert len(zipfile.ZipFile(out / "rois" / "good.zip").namelist()) == 5
     run = json.loads((out / "run.json").read_text())
     assert run["n_failed"] == 2 and run["parameters"]["method"] == "otsu"
     assert {f["ImageName"] for f in run["failures"]} == {"corrupt", "colour"}

@@ -9,6 +9,7 @@ Layout of the output folder::
 
     labels/<name>.tif      int32 instance labels, 0 = background
     overlays/<name>.png    outlines on the contrast-stretched image (QC-flagged nuclei in orange)
+    rois/<name>.zip        ImageJ ROIs of the nuclei (with ``rois=True``)
     nuclei.parquet/.csv    one row per nucleus (ImageName, ObjectNumber, measurements, QC flags)
     images.csv             one row per input (status, error, count, megapixels, seconds)
     report.html            a self-contained summary page
@@ -89,6 +90,8 @@ class RunConfig:
         Extra keyword arguments for the segmenter (e.g. ``diameter``).
     overlays : bool
         Write overlay PNGs.
+    rois : bool
+        Also write ``rois/<name>.zip``, one ImageJ polygon ROI per nucleus (Fiji's ROI Manager).
     """
 
     method: str = "auto"
@@ -100,6 +103,7 @@ class RunConfig:
     qc: QCConfig = field(default_factory=QCConfig)
     segment_options: dict = field(default_factory=dict)
     overlays: bool = True
+    rois: bool = False
 
     def __post_init__(self) -> None:
         if self.feature_set not in ("shape", "default", "all"):
@@ -111,6 +115,7 @@ class RunConfig:
         """Short hash of everything that changes the results of an image."""
         d = asdict(self)
         d.pop("overlays")
+        d.pop("rois")
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -222,6 +227,8 @@ def _process_one(path: str, name: str, out: str, config: RunConfig, method: str)
         if config.overlays:
             flagged = table.loc[table["QC_Flagged"], "ObjectNumber"].to_numpy(dtype=np.int64)
             io.write_png(out_p / "overlays" / f"{name}.png", _overlay(img.data, res.labels, flagged))
+        if config.rois:
+            io.write_imagej_rois(out_p / "rois" / f"{name}.zip", res.labels)
         io.write_table(table, _state_dir(out_p) / f"{name}.parquet")
         rec.update(Status="ok", Count=int(len(table)), Flagged=int(table["QC_Flagged"].sum()))
     except InputError as exc:

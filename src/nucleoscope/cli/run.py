@@ -35,6 +35,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--edge-margin", type=int, default=QCConfig().edge_margin, metavar="PX",
                    help="flag nuclei within this many px of the frame (default: %(default)s, SCENMED)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
+    p.add_argument("--rois", action="store_true", help="also write rois/<image>.zip for Fiji's ROI Manager")
     p.add_argument("-j", "--jobs", type=int, default=1, help="worker processes (default: 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -60,7 +61,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig(method=args.method, pixel_size=args.pixel_size, channel=getattr(args, "channel", None),
                      plane=getattr(args, "plane", None), feature_set=args.features,
                      drop_flagged=args.drop_flagged, qc=QCConfig(edge_margin=args.edge_margin),
-                     segment_options=opts, overlays=not args.no_overlays)
+                     segment_options=opts, overlays=not args.no_overlays, rois=args.rois)
 
 
 def _segment_options_for(method: str, opts: dict) -> dict:
