@@ -165,7 +165,7 @@ def test_empty_cases():
     m = s.at(0.5)
     assert (m.tp, m.fp, m.fn, m.precision, m.recall, m.f1, m.ap, m.panoptic_quality) == (0, 0, 0, 1, 1, 1, 1, 1)
     assert s.pixel.mean_iou == s.pixel.f1 == s.pixel.accuracy == 1.0 and s.pixel.rmse == 0.0
-    assert math.isnan(s.errors.hausdorff_mean) and math.isnan(s.errors.touching_separated_pct)
+    assert math.isnan(s.errors.hausdorff_mean) and math.isnan(s.errors.touching_separated)
     e = M.evaluate_image(gt, empty).errors
     assert (e.missed, e.fn_rate, e.fp_rate) == (2, 1.0, 0.0)
 
@@ -175,10 +175,10 @@ def test_touching_nuclei_separated():
     rect(gt, 3, 15, 25, 25, 35)                                     # touches 2 only at a corner (8-neighbour)
     rect(gt, 4, 30, 38, 40, 50)                                     # alone
     e = M.error_scores(gt, gt)
-    assert (e.touching_pairs, e.touching_separated, e.touching_separated_pct) == (2, 2, 100.0)
+    assert (e.touching_pairs, e.touching_separated_pairs, e.touching_separated) == (2, 2, 1.0)
     merged = np.where(np.isin(gt, [1, 2]), 1, gt)
     e = M.error_scores(gt, merged)
-    assert (e.touching_pairs, e.touching_separated, e.touching_separated_pct) == (2, 0, 0.0)
+    assert (e.touching_pairs, e.touching_separated_pairs, e.touching_separated) == (2, 0, 0.0)
     assert e.merge == 1
 
 
@@ -401,7 +401,7 @@ def test_matches_reference(pair, thresh):
     touching = ref_touching(gt)
     matched = {int(g) for g in m.matched_gt}
     assert e.touching_pairs == len(touching)
-    assert e.touching_separated == sum(1 for a, b in touching if a in matched and b in matched)
+    assert e.touching_separated_pairs == sum(1 for a, b in touching if a in matched and b in matched)
     best_g = iou.max(1) if ps else np.zeros(len(gs))
     best_p = iou.max(0) if gs else np.zeros(len(ps))
     assert e.nuset_fn == int((best_g < 0.7).sum()) and e.nuset_fp == int((best_p < 0.7).sum())

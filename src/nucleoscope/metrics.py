@@ -469,11 +469,11 @@ class ErrorScores:
     touching_pairs : int
         Pairs of truth objects that touch (a pixel of one is among the 8 neighbours of a pixel of the
         other).
-    touching_separated : int
+    touching_separated_pairs : int
         Of those pairs, how many have both objects matched (each to its own prediction, at ``thresh``).
-    touching_separated_pct : float
-        100 * touching_separated / touching_pairs (NuSeT's "percentage of touching nuclei separated",
-        counted over pairs); NaN without touching pairs.
+    touching_separated : float
+        touching_separated_pairs / touching_pairs, a fraction in [0, 1] (x 100: NuSeT's "percentage of
+        touching nuclei separated", counted over pairs); NaN without touching pairs.
     nuset_fn, nuset_fp : int
         NuSeT's detection failures: truth objects whose best-overlapping prediction has IoU < 0.7, and
         predictions whose best-overlapping truth has IoU < 0.7.
@@ -500,8 +500,8 @@ class ErrorScores:
     merge_objects: int
     catastrophe_objects: int
     touching_pairs: int
-    touching_separated: int
-    touching_separated_pct: float
+    touching_separated_pairs: int
+    touching_separated: float
     nuset_fn: int
     nuset_fp: int
     fn_rate: float
@@ -519,11 +519,11 @@ class ErrorScores:
             raise ValueError("no images to pool")
         s = {k: sum(getattr(e, k) for e in items) for k in (
             "n_true", "n_pred", "correct", "missed", "gained", "split", "merge", "catastrophe", "split_objects",
-            "merge_objects", "catastrophe_objects", "touching_pairs", "touching_separated", "nuset_fn", "nuset_fp",
+            "merge_objects", "catastrophe_objects", "touching_pairs", "touching_separated_pairs", "nuset_fn", "nuset_fp",
             "hausdorff_n")}
         h_sum = sum(e.hausdorff_mean * e.hausdorff_n for e in items if e.hausdorff_n)
         return cls(thresh=items[0].thresh, **s,
-                   touching_separated_pct=_ratio(100.0 * s["touching_separated"], s["touching_pairs"], math.nan),
+                   touching_separated=_ratio(s["touching_separated_pairs"], s["touching_pairs"], math.nan),
                    fn_rate=_ratio(s["nuset_fn"], s["n_true"], 0.0), fp_rate=_ratio(s["nuset_fp"], s["n_pred"], 0.0),
                    hausdorff_mean=_ratio(h_sum, s["hausdorff_n"], math.nan))
 
@@ -635,8 +635,8 @@ def _error_scores(gi: np.ndarray, pi: np.ndarray, ov: Overlap, m_idx: np.ndarray
     return ErrorScores(
         thresh=threshold_key(thresh), n_true=n_g, n_pred=n_p, correct=int(m_idx.size), missed=n_g - int(m_idx.size),
         gained=n_p - int(m_idx.size), split=split, merge=merge, catastrophe=cat, split_objects=split_obj,
-        merge_objects=merge_obj, catastrophe_objects=cat_obj, touching_pairs=n_touch, touching_separated=n_sep,
-        touching_separated_pct=_ratio(100.0 * n_sep, n_touch, math.nan), nuset_fn=nuset_fn, nuset_fp=nuset_fp,
+        merge_objects=merge_obj, catastrophe_objects=cat_obj, touching_pairs=n_touch,
+        touching_separated_pairs=n_sep, touching_separated=_ratio(n_sep, n_touch, math.nan), nuset_fn=nuset_fn, nuset_fp=nuset_fp,
         fn_rate=_ratio(nuset_fn, n_g, 0.0), fp_rate=_ratio(nuset_fp, n_p, 0.0), hausdorff_mean=h_mean,
         hausdorff_n=h_n,
     )
