@@ -265,3 +265,48 @@ def test_storm_memory_stays_within_a_few_tiles():
         tracemalloc.stop()
     assert s.image is out["out_image"] and len(s.objects) > 20
     assert peak < 6 * 512 * 512 * 4  # < 6 MiB; a full-frame float32 alone would be 16 MiB
+
+
+# ---- whole cells ----------------------------------------------------------------------------------------
+from nucleoscope.synth import cells_field  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def cells():
+    return cells_field((200, 200), rng=5, cell_diameter=(40, 50), coverage=0.55, clump_fraction=0.9)
+
+
+def test_cells_contain_their_nucleus(cells):
+    s = cells
+    n = len(s.objects)
+    assert n >= 8
+    assert np.array_equal(np.unique(s.cell_labels), np.arange(n + 1))
+    assert np.array_equal(np.unique(s.labels), np.arange(n + 1))
+    nuc = s.labels > 0
+    assert np.array_equal(s.cell_labels[nuc], s.labels[nuc])  # nucleus i lies inside cell i
+    # cells are clearly larger than their nuclei
+    assert (s.objects["cell_area"] > 2 * s.objects["area"]).all()
+    for i in range(1, n + 1):
+        assert ndi.label(s.cell_labels == i)[1] == 1
+
+
+def test_cell_clumps_and_channels(cells):
+    s = cells
+    cross = ndi.generate_binary_structure(2, 1)
+    for r in s.objects.itertuples():
+        own = s.cell_labels == r.label
+        others = set(np.unique(s.cell_labels[ndi.binary_dilation(own, cross) & ~own])) - {0}
+        assert r.cell_touching == bool(others) and r.cell_n_touching == len(others)
+    assert s.objects["cell_touching"].sum() >= 5 and s.objects["clump_edge"].sum() >= 3
+    # the cell channel is bright inside cells and dark outside (fluorescence mode)
+    inside = ndi.binary_erosion(s.cell_labels > 0, iterations=3)
+    outside = ~ndi.binary_dilation(s.cell_labels > 0, iterations=4)
+    assert np.median(s.cell_image[inside]) > 2 * np.median(s.cell_image[outside])
+
+
+def test_brightfield_cells():
+    s = cells_field((128, 128), rng=2, cell_mode="brightfield", cell_diameter=(30, 40), coverage=0.4)
+    outside = ~ndi.binary_dilation(s.cell_labels > 0, iterations=6)
+    edges = ndi.binary_dilation(s.cell_labels > 0) & ~ndi.binary_erosion(s.cell_labels > 0)
+    assert np.median(s.cell_image[outside]) > 0.4 * 4095
+    assert np.median(s.cell_image[edges]) < np.median(s.cell_image[outside])

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from ._field import hc_ec
 from ._sample import SynthSample
+from .cells import cells_field
 from .chromatin import PARAMETERS, chromatin_crops, chromatin_field
 from .nuclei import ARTIFACT_KINDS, iter_nuclei_fields, nuclei_field
 from .storm import storm_field
@@ -28,4 +29,5 @@ __all__ = [
     "PARAMETERS",
     "hc_ec",
     "storm_field",
+    "cells_field",
 ]
