@@ -9,6 +9,16 @@ patches. Column definitions: docs/features.md.
 from __future__ import annotations
 
 from ._chromatin import CHROMATIN_COLUMNS, DEFAULT_HC_K, chromatin_features
+from ._crops import (
+    CROP_SIZE,
+    PATCH_MIN_INSIDE,
+    PATCH_SIZE,
+    PATCH_STRIDE,
+    PATCHNET_SIZES,
+    Crops,
+    nucleus_crops,
+    nucleus_patches,
+)
 from ._intensity import INTENSITY_COLUMNS, background_level, intensity_features
 from ._shape import SHAPE_COLUMNS, feret_diameters, shape_features
 from ._table import GROUPS, SCENMED_COLUMNS, FeatureConfig, FeatureSet, feature_columns, measure_nuclei
@@ -57,4 +67,12 @@ __all__ = [
     "runlength_features",
     "gabor_features",
     "chromatin_features",
+    "Crops",
+    "nucleus_crops",
+    "nucleus_patches",
+    "CROP_SIZE",
+    "PATCH_SIZE",
+    "PATCH_STRIDE",
+    "PATCH_MIN_INSIDE",
+    "PATCHNET_SIZES",
 ]

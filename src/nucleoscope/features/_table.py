@@ -8,10 +8,10 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage as ndi
 
 from .._errors import InputError
 from ._chromatin import CHROMATIN_COLUMNS, chromatin_features
+from ._objects import object_slices
 from ._intensity import INTENSITY_COLUMNS, background_level, intensity_features
 from ._shape import SHAPE_COLUMNS, shape_features
 from ._texture import (
@@ -171,20 +171,11 @@ def measure_nuclei(
     columns = feature_columns(feature_set)
     image, labels = _check(image, labels)
     groups = _SETS[feature_set]
-    ids = np.unique(labels)
-    ids = ids[ids != 0]
-    if ids.size == 0:
-        return _empty(columns)
     if spacing is not None and not (np.isfinite(spacing) and spacing > 0):
         raise InputError(f"spacing must be a positive number of µm per pixel, got {spacing}")
-    # find_objects needs consecutive labels: index the present ones 1..N.
-    lookup = np.zeros(int(ids[-1]) + 1, dtype=np.int32) if ids[-1] < 4 * labels.size else None
-    if lookup is not None:
-        lookup[ids] = np.arange(1, ids.size + 1, dtype=np.int32)
-        seq = lookup[labels]
-    else:  # huge sparse label values: searchsorted avoids a giant lookup table
-        seq = np.where(labels > 0, np.searchsorted(ids, labels) + 1, 0).astype(np.int32)
-    slices = ndi.find_objects(seq)
+    ids, seq, slices = object_slices(labels)
+    if ids.size == 0:
+        return _empty(columns)
     background = background_level(image, labels)
     H, W = labels.shape
     rows = np.empty((ids.size, len(columns) - 1), dtype=np.float64)
