@@ -73,6 +73,7 @@ def test_shifted_square_iou_and_hausdorff(side, shift):
         assert m.fn == m.fp == 1 - m.tp
     e = M.error_scores(gt, pred, thresh=0.0001)
     assert e.hausdorff_mean == pytest.approx(shift)
+    assert e.mean_best_iou == pytest.approx(iou)
     # pixel counts: TP = overlap, FP = FN = side * shift
     px = M.pixel_scores(gt, pred)
     assert (px.tp, px.fp, px.fn) == (side * (side - shift), side * shift, side * shift)
@@ -405,6 +406,8 @@ def test_matches_reference(pair, thresh):
     best_g = iou.max(1) if ps else np.zeros(len(gs))
     best_p = iou.max(0) if gs else np.zeros(len(ps))
     assert e.nuset_fn == int((best_g < 0.7).sum()) and e.nuset_fp == int((best_p < 0.7).sum())
+    if gs:
+        assert e.mean_best_iou == pytest.approx(best_g.mean())
     if matched:
         hd = [ref_hausdorff(gt == g, pred == p) for g, p in zip(m.matched_gt, m.matched_pred)]
         assert e.hausdorff_mean == pytest.approx(np.mean(hd))

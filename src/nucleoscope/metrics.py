@@ -479,6 +479,10 @@ class ErrorScores:
         predictions whose best-overlapping truth has IoU < 0.7.
     fn_rate, fp_rate : float
         nuset_fn / n_true and nuset_fp / n_pred (0 when the denominator is 0).
+    mean_best_iou : float
+        Cell-averaged IoU: the mean over truth objects of the largest IoU with any prediction (0 when
+        none overlaps), with no threshold and no one-to-one constraint — the per-cell "mIoU" of the
+        whole-cell paper (Sci Rep 2021); NaN without truth objects.
     hausdorff_mean : float
         Mean over matched pairs of the symmetric Hausdorff distance (px) between the two objects'
         boundaries (pixels of the object with a 4-neighbour outside it); NaN when not computed or
@@ -506,6 +510,7 @@ class ErrorScores:
     nuset_fp: int
     fn_rate: float
     fp_rate: float
+    mean_best_iou: float
     hausdorff_mean: float
     hausdorff_n: int
 
@@ -522,9 +527,11 @@ class ErrorScores:
             "merge_objects", "catastrophe_objects", "touching_pairs", "touching_separated_pairs", "nuset_fn", "nuset_fp",
             "hausdorff_n")}
         h_sum = sum(e.hausdorff_mean * e.hausdorff_n for e in items if e.hausdorff_n)
+        b_sum = sum(e.mean_best_iou * e.n_true for e in items if e.n_true)
         return cls(thresh=items[0].thresh, **s,
                    touching_separated=_ratio(s["touching_separated_pairs"], s["touching_pairs"], math.nan),
                    fn_rate=_ratio(s["nuset_fn"], s["n_true"], 0.0), fp_rate=_ratio(s["nuset_fp"], s["n_pred"], 0.0),
+                   mean_best_iou=_ratio(b_sum, s["n_true"], math.nan),
                    hausdorff_mean=_ratio(h_sum, s["hausdorff_n"], math.nan))
 
 
@@ -623,7 +630,8 @@ def _error_scores(gi: np.ndarray, pi: np.ndarray, ov: Overlap, m_idx: np.ndarray
         n_touch = n_sep = 0
 
     # NuSeT's rates: best IoU per object against any object of the other image.
-    nuset_fn = int(np.count_nonzero(_best_iou(ov.pair_gt, ov.iou, n_g) < NUSET_OVERLAP))
+    best_g = _best_iou(ov.pair_gt, ov.iou, n_g)
+    nuset_fn = int(np.count_nonzero(best_g < NUSET_OVERLAP))
     nuset_fp = int(np.count_nonzero(_best_iou(ov.pair_pred, ov.iou, n_p) < NUSET_OVERLAP))
 
     if hausdorff and gi.ndim == 2:
@@ -637,7 +645,8 @@ def _error_scores(gi: np.ndarray, pi: np.ndarray, ov: Overlap, m_idx: np.ndarray
         gained=n_p - int(m_idx.size), split=split, merge=merge, catastrophe=cat, split_objects=split_obj,
         merge_objects=merge_obj, catastrophe_objects=cat_obj, touching_pairs=n_touch,
         touching_separated_pairs=n_sep, touching_separated=_ratio(n_sep, n_touch, math.nan), nuset_fn=nuset_fn, nuset_fp=nuset_fp,
-        fn_rate=_ratio(nuset_fn, n_g, 0.0), fp_rate=_ratio(nuset_fp, n_p, 0.0), hausdorff_mean=h_mean,
+        fn_rate=_ratio(nuset_fn, n_g, 0.0), fp_rate=_ratio(nuset_fp, n_p, 0.0),
+        mean_best_iou=float(best_g.mean()) if n_g else math.nan, hausdorff_mean=h_mean,
         hausdorff_n=h_n,
     )
 

@@ -107,7 +107,7 @@ def image_rows(scores: M.DatasetScores) -> list[dict]:
         row.update({f"pixel_{k}": v for k, v in s.pixel.as_dict().items() if k not in ("tp", "fp", "fn", "tn")})
         e = s.errors
         for k in ("correct", "missed", "gained", "split", "merge", "catastrophe", "touching_pairs",
-                  "touching_separated_pairs", "touching_separated", "fn_rate", "fp_rate", "hausdorff_mean"):
+                  "touching_separated_pairs", "touching_separated", "fn_rate", "fp_rate", "mean_best_iou", "hausdorff_mean"):
             row[k] = getattr(e, k)
         rows.append(row)
     return rows
@@ -141,6 +141,7 @@ def format_table(scores: M.DatasetScores, min_size: int = 0) -> str:
         f"touching nuclei separated: {e.touching_separated_pairs}/{e.touching_pairs} pairs "
         f"({_fmt(100 * e.touching_separated, 1)}%)",
         f"NuSeT rates (overlap {M.NUSET_OVERLAP}): FN {_fmt(100 * e.fn_rate, 1)}%, FP {_fmt(100 * e.fp_rate, 1)}%",
+        f"cell-averaged best IoU per truth object: {_fmt(e.mean_best_iou)}",
         f"Hausdorff distance of matched pairs: mean {_fmt(e.hausdorff_mean, 2)} px over {e.hausdorff_n} pairs",
     ]
     return "\n".join(lines)
