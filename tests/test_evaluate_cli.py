@@ -162,3 +162,9 @@ def test_bench_harness_oracle_scores_one(shared_data, monkeypatch):
 
 def _oracle(image, *, spacing=None):
     return _ORACLE.copy(), None
+
+
+def test_threshold_out_of_range_refused(tmp_path, capsys):
+    g = _write(tmp_path / "gt", "a", np.zeros((10, 10), np.int32))
+    assert "--iou" in _error(capsys, ["evaluate", str(g), str(g), "--iou", "1.5"])
+    assert "--error-iou" in _error(capsys, ["evaluate", str(g), str(g), "--error-iou", "0"])

@@ -42,6 +42,8 @@ from ._errors import InputError
 
 __all__ = [
     "DEFAULT_THRESHOLDS",
+    "LINK_IOU",
+    "NUSET_OVERLAP",
     "Overlap",
     "ObjectScores",
     "Matching",

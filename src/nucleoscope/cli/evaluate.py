@@ -148,9 +148,9 @@ def format_table(scores: M.DatasetScores, min_size: int = 0) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    for t in args.iou:
+    for opt, t in [("--iou", t) for t in args.iou] + [("--error-iou", args.error_iou)]:
         if not 0 < t <= 1:
-            raise InputError(f"--iou thresholds must lie in (0, 1], got {t}")
+            raise InputError(f"{opt} thresholds must lie in (0, 1], got {t}")
     if args.min_size < 0:
         raise InputError(f"--min-size must be >= 0, got {args.min_size}")
     thresholds = tuple(dict.fromkeys(M.threshold_key(t) for t in args.iou))
