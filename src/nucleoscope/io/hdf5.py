@@ -96,7 +96,7 @@ class CropWriter:
             f.attrs["size"] = s
             f.attrs["metadata"] = json.dumps(dict(metadata or {}), default=str)
         except BaseException:
-            self._abort()
+            self.abort()
             raise
         self._names: list[str] = []
         self._classes: list[Any] = []
@@ -173,7 +173,8 @@ class CropWriter:
         self._ctx.__exit__(None, None, None)
         return self.path
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
+        """Close and delete the unfinished file (the destination is left as it was)."""
         try:
             if getattr(self, "_f", None) is not None:
                 self._f.close()
@@ -192,7 +193,7 @@ class CropWriter:
         if exc_type is None:
             self.close()
         else:
-            self._abort()
+            self.abort()
 
 
 def write_crops_h5(
