@@ -220,3 +220,22 @@ def test_segment_tiled_empty_and_errors():
         segment_tiled(image, lambda x: np.zeros((3, 3), np.int32), TilingConfig(tile=40, overlap=10))
     with pytest.raises(ValueError, match="integer"):
         segment_tiled(image + 1, lambda x: x, TilingConfig(tile=40, overlap=10))
+
+
+def test_reassembly_property_random_layouts():
+    # property over random shapes and layouts: cores partition the image and reassembly is exact
+    from hypothesis import given, settings, strategies as st
+
+    @settings(max_examples=40, deadline=None, derandomize=True)
+    @given(ny=st.integers(1, 300), nx=st.integers(1, 300), tile=st.integers(8, 128), data=st.data())
+    def check(ny, nx, tile, data):
+        overlap = data.draw(st.integers(0, tile - 1))
+        cfg = TilingConfig(tile=tile, overlap=overlap)
+        image = np.arange(ny * nx, dtype=np.float32).reshape(ny, nx)
+        np.testing.assert_array_equal(predict_tiled(image, lambda x: x * 2, cfg), image * 2)
+        owned = np.zeros((ny, nx), np.int32)
+        for t in iter_tiles((ny, nx), cfg):
+            owned[t.core] += 1
+        assert np.all(owned == 1)
+
+    check()
