@@ -10,8 +10,8 @@ Two entry points, both with memory bounded by the tile size (plus the output arr
   object belongs to the tile whose core holds its centre (so it is taken from the tile where it lies
   furthest from a tile edge, whole), copies of the same nucleus seen by neighbouring tiles are matched by
   overlap and kept once, and ids are relabelled 1..N in raster order. With nuclei smaller than the
-  overlap (bounding box < overlap along both axes) and a segmenter that decides each object from its neighbourhood, the result equals untiled
-  segmentation.
+  overlap (bounding box < overlap along both axes) and a segmenter that decides each object from its
+  neighbourhood, the result equals untiled segmentation.
 
 Tile layout (per axis): ``n = ceil((size - overlap) / (tile - overlap))`` tiles of exactly ``tile`` px
 (the whole axis when it is shorter), their starts spread evenly from 0 to ``size - tile`` so that
