@@ -26,10 +26,10 @@ _ARTIFACT_RATES = {"polygons": 1.0, "fibres": 1.0, "debris": 5.0, "blobs": 1.5}
 
 
 def _draw_scale(rng: np.random.Generator, scale_range: tuple[float, float]) -> float:
-    """Typical nucleus diameter of one image: mostly the common 12-45 px, sometimes anywhere in range."""
+    """Typical nucleus diameter of one image: mostly the common 18-55 px, sometimes anywhere in range."""
     lo, hi = scale_range
     if rng.random() < 0.7:
-        lo, hi = max(lo, 12.0), min(hi, 45.0)
+        lo, hi = max(lo, 18.0), min(hi, 55.0)
         if lo >= hi:
             lo, hi = scale_range
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
@@ -89,7 +89,7 @@ def nuclei_field(
         Seed or generator; the same seed gives the same sample.
     diameter : (float, float), optional
         Range of nucleus equivalent diameters (px) in this image. Default: a typical diameter ``D`` is
-        drawn log-uniformly (70 % of images in 12-45 px, the rest in all of ``scale_range``) and the
+        drawn log-uniformly (70 % of images in 18-55 px, the rest in all of ``scale_range``) and the
         range is ``(0.75 D, 1.3 D)``.
     scale_range : (float, float)
         Bounds (px) for the per-image typical diameter drawn when ``diameter`` is None (8-150 by default,
@@ -97,12 +97,12 @@ def nuclei_field(
     coverage : float, optional
         Fraction of the image area covered by nuclei (default U(0.08, 0.45)).
     clump_fraction : float, optional
-        Probability that a nucleus is placed touching or overlapping another (default U(0, 0.7)).
+        Probability that a nucleus is placed touching or overlapping another (default U(0, 0.5)).
     overlap : float, optional
         Largest relative overlap of clumped neighbours: centre distance >= (1 - overlap) x the sum of
         their radii along the joining line (default U(0, 0.3); 0 = touching only).
     aspect : float, optional
-        Smallest minor/major axis ratio (default U(0.45, 0.85)).
+        Smallest minor/major axis ratio (default U(0.35, 0.75)).
     irregularity : float, optional
         Relative amplitude of the outline's low harmonics (default U(0, 0.08)).
     brightness_cv : float, optional
@@ -125,7 +125,7 @@ def nuclei_field(
         Gaussian PSF sigma in px (default U(0.6, 1.6) x sqrt(max(1, D / 40))).
     background, signal : float, optional
         Background level and mean nucleus level above it, as fractions of full scale (defaults
-        U(0.003, 0.06) and U(0.06, 0.35)).
+        log-U(0.004, 0.12) and U(0.05, 0.3)).
     photons : float, optional
         Photo-electrons at full scale; sets the shot noise (default log-uniform 300-20000).
     read_noise : float, optional
@@ -169,9 +169,9 @@ def nuclei_field(
     p = {
         "diameter": tuple(float(v) for v in diameter),
         "coverage": uniform(rng, coverage, 0.08, 0.45),
-        "clump_fraction": uniform(rng, clump_fraction, 0.0, 0.7),
+        "clump_fraction": uniform(rng, clump_fraction, 0.0, 0.5),
         "overlap": uniform(rng, overlap, 0.0, 0.3),
-        "aspect": uniform(rng, aspect, 0.45, 0.85),
+        "aspect": uniform(rng, aspect, 0.35, 0.75),
         "irregularity": uniform(rng, irregularity, 0.0, 0.08),
         "brightness_cv": uniform(rng, brightness_cv, 0.1, 0.45),
         "texture": uniform(rng, texture, 0.03, 0.2),
@@ -180,8 +180,8 @@ def nuclei_field(
         "foci": uniform(rng, foci, 2.0, 20.0),
         "illumination_strength": uniform(rng, illumination_strength, 0.0, 0.4),
         "psf_sigma": uniform(rng, psf_sigma, 0.6, 1.6) * (1.0 if psf_sigma is not None else np.sqrt(max(1.0, d_mean / 40))),
-        "background": uniform(rng, background, 0.003, 0.06),
-        "signal": uniform(rng, signal, 0.06, 0.35),
+        "background": uniform(rng, background, 0.004, 0.12, log=True),
+        "signal": uniform(rng, signal, 0.05, 0.3),
         "photons": uniform(rng, photons, 300.0, 20000.0, log=True),
         "read_noise": uniform(rng, read_noise, 0.0003, 0.004),
         "dtype": dtype,
