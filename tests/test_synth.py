@@ -130,6 +130,25 @@ def test_dtypes_and_range(dtype, top):
     assert s.image.max() > 0.02 * top  # not a blank frame
 
 
+def test_iterator_is_reproducible_and_varied():
+    from nucleoscope.synth import iter_nuclei_fields
+
+    a = list(iter_nuclei_fields(rng=9, shape=None, n=3, size_range=(64, 96)))
+    b = list(iter_nuclei_fields(rng=9, shape=None, n=3, size_range=(64, 96)))
+    assert len(a) == 3
+    for x, y in zip(a, b):
+        assert np.array_equal(x.image, y.image) and np.array_equal(x.labels, y.labels)
+        assert all(64 <= side <= 96 for side in x.image.shape)
+    assert len({x.image.shape for x in a}) > 1 or len({round(x.params["coverage"], 6) for x in a}) == 3
+
+
+def test_tiny_and_huge_nuclei_edge_cases():
+    s = nuclei_field((16, 40), rng=0, diameter=(150, 150), artifacts=0)  # nucleus larger than the image
+    assert len(s.objects) >= 1 and (s.labels > 0).mean() > 0.5 and s.objects["at_border"].all()
+    s = nuclei_field((64, 64), rng=0, coverage=0.001, artifacts=0)
+    assert len(s.objects) == s.labels.max() >= 1
+
+
 def test_bad_options():
     with pytest.raises(InputError):
         nuclei_field((64, 64), rng=0, dtype="int8")
