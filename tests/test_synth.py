@@ -28,7 +28,7 @@ def _ellipse_union(objects, shape):
 def crowded():
     return nuclei_field(
         (160, 160), rng=3, diameter=(16, 22), coverage=0.45, clump_fraction=0.8, overlap=0.25,
-        irregularity=0.0, artifacts=0, illumination_strength=0.0,
+        irregularity=0.0, artifacts=0, illumination_strength=0.0, haze=0.0, condensed_fraction=0.0,
     )
 
 
@@ -111,9 +111,10 @@ def test_heterochromatin_truth(crowded):
     assert 0.01 < s.hc_mask.sum() / (s.labels > 0).sum() < 0.5
 
 
-@pytest.mark.parametrize("diameter", [(8, 10), (120, 150)])
-def test_scale_option(diameter):
-    s = nuclei_field((256, 256), rng=1, diameter=diameter, irregularity=0.0, artifacts=0)
+@pytest.mark.parametrize("diameter,size", [((8, 10), 256), ((120, 150), 480)])
+def test_scale_option(diameter, size):
+    s = nuclei_field((size, size), rng=1, diameter=diameter, irregularity=0.0, artifacts=0, clump_fraction=0.0,
+                     condensed_fraction=0.0)
     d = s.objects["diameter"]
     assert d.min() >= diameter[0] - 1e-9 and d.max() <= diameter[1] + 1e-9
     inner = s.objects[~s.objects["at_border"] & ~s.objects["overlapping"]]

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 import numpy as np
 from scipy import ndimage as ndi
 from skimage.segmentation import relabel_sequential
+from skimage.transform import resize
 
 from .._errors import InputError
 from ._artifacts import render_artifacts
@@ -66,6 +67,8 @@ def nuclei_field(
     hc_contrast: float | None = None,
     foci: float | None = None,
     artifacts: float | Mapping[str, int] | None = None,
+    condensed_fraction: float | None = None,
+    haze: float | None = None,
     illumination_strength: float | None = None,
     psf_sigma: float | None = None,
     background: float | None = None,
@@ -120,6 +123,12 @@ def nuclei_field(
         Artifact level (mean counts scale with it; 0 = none) or exact counts per kind
         ``{"polygons": n, "fibres": n, "debris": n, "blobs": n}``. Default: none in 20 % of images,
         else a level U(0.2, 2).
+    condensed_fraction : float, optional
+        Fraction of condensed (mitotic/apoptotic-like) nuclei: 0.55-0.8 x smaller, 1.8-3 x brighter,
+        coarser texture (default U(0, 0.04)); flagged in ``objects["condensed"]``.
+    haze : float, optional
+        Out-of-focus glow: a broad blur of the nuclei (width ~0.6 D) whose mean is ``haze`` x theirs is
+        added (default U(0, 0.4); 0 = none). It raises the background near crowded nuclei.
     illumination_strength : float, optional
         Relative illumination change across the field (default U(0, 0.4)).
     psf_sigma : float, optional
@@ -147,7 +156,7 @@ def nuclei_field(
         diameter / major_axis / minor_axis (rendered outline, px), aspect, angle (rad, major axis from +x
         towards +y), brightness (relative), hc_fraction (HC px / label px), n_foci, hc_contrast, touching,
         n_touching (labels sharing an edge), overlapping (rendered outlines overlap), at_border, hc_sum,
-        ec_sum, hc_ec_ratio (exact HC/EC truth on ``clean``, see ``synth.hc_ec``); and
+        ec_sum, hc_ec_ratio (exact HC/EC truth on ``clean``, see ``synth.hc_ec``), condensed; and
         ``params``, the image-level values used.
 
     Examples
@@ -187,6 +196,8 @@ def nuclei_field(
         "read_noise": uniform(rng, read_noise, 0.0003, 0.004),
         "dtype": dtype,
         "bit_depth": bit_depth if dtype == "uint16" else None,
+        "haze": uniform(rng, haze, 0.0, 0.4),
+        "condensed_fraction": uniform(rng, condensed_fraction, 0.0, 0.04),
     }
     if not 0 <= p["overlap"] < 0.6:
         raise InputError(f"overlap must be in [0, 0.6), got {p['overlap']}")
@@ -207,6 +218,17 @@ def nuclei_field(
         )
         for _ in range(len(g))
     ]
+    # a few condensed nuclei (mitotic / apoptotic-like): smaller, much brighter, coarse texture; placed
+    # first at full size, so shrinking them never creates an overlap
+    condensed = rng.random(len(g)) < p["condensed_fraction"]
+    for i in np.flatnonzero(condensed):
+        shrink = rng.uniform(0.55, 0.8)
+        g.a[i] *= shrink
+        g.b[i] *= shrink
+        c = chroma[i]
+        c.brightness *= rng.uniform(1.8, 3.0)
+        c.ec_texture *= 2.0
+        c.hc_contrast *= 1.5
     # one texture field for the image: a filter per nucleus costs more than the rest of the field
     ec_field = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), max(0.7, 0.25 * d_mean / 2))
     ec_field /= max(float(ec_field.std()), 1e-6)
@@ -219,12 +241,21 @@ def nuclei_field(
     art, art_mask = render_artifacts(shape, rng, diameter=d_mean, brightness=1.0, counts=counts)
     p["artifact_counts"] = counts
     illum = illumination(shape, rng, p["illumination_strength"])
-    clean = (sharp + art) * np.float32(p["signal"] * fs) + np.float32(p["background"] * fs)
+    clean = sharp + art
+    if p["haze"] > 0:
+        # out-of-focus light of a wide-field microscope: a broad glow around bright structures (blurred
+        # at 1/4 resolution: a filter of this width on the full image would cost more than the field)
+        small = ndi.zoom(clean, 0.25, order=1, grid_mode=True, mode="grid-constant")
+        small = ndi.gaussian_filter(small, max(1.0, 0.6 * d_mean / 4), mode="constant")
+        glow = resize(small, shape, order=1, mode="edge", anti_aliasing=False).astype(np.float32)
+        clean += np.float32(p["haze"]) * glow * np.float32(clean.mean() / max(float(glow.mean()), 1e-9))
+    clean = clean * np.float32(p["signal"] * fs) + np.float32(p["background"] * fs)
     clean *= illum
     clean = psf_blur(clean, p["psf_sigma"]).astype(np.float32)
     image = camera(clean, rng, dtype=dtype, fs=fs, photons_full_scale=p["photons"], read_noise=p["read_noise"] * fs)
     objects = object_table(labels, g, chroma, index=index, hc_mask=hc_mask, covered=covered)
     objects["hc_sum"], objects["ec_sum"], objects["hc_ec_ratio"] = hc_ec(labels, clean, hc_mask, len(objects))
+    objects["condensed"] = condensed[index]
     log.debug("nuclei_field %s: %d nuclei, artifacts %s", shape, len(objects), counts)
     return SynthSample(
         image=image,
