@@ -208,8 +208,8 @@ def main(argv=None) -> int:
     fakes = [synth[0].image, nuclei_field((512, 512), rng=7, dtype="uint8").image, storm_syn[0].image]
     fig, axes = plt.subplots(2, 3, figsize=(12, 8))
     for ax, im, title in zip(axes.ravel(), reals + fakes,
-                             ["real bbbc039", "real kromp", "real STORM", "synthetic nuclei", "synthetic nuclei (uint8)",
-                              "synthetic STORM"]):
+                             ["real bbbc039", "real kromp", "real STORM", "synthetic nuclei",
+                              "synthetic nuclei (uint8)", "synthetic STORM"]):
         c = crop(im)
         lo, hi = np.percentile(c, [0.5, 99.8])
         ax.imshow(c, cmap="gray", vmin=lo, vmax=hi)

@@ -4,7 +4,8 @@ Layout, the same as a split folder of the shared real data: ``DIR/images/<name>.
 ``DIR/masks/<name>.tif`` (instance labels, uint16, int32 when a label exceeds 65535), ``DIR/truth.csv``
 (one row per object with its image name), ``DIR/splits.csv`` (image, split) and ``DIR/params.csv`` (one
 row per image: the parameters drawn). Extra truth goes to sibling folders: ``artifact_masks/`` (nuclei),
-``hc_masks/`` and ``labels.csv`` (image, class) for chromatin, ``noise_masks/`` (storm), ``cell_images/`` and ``cell_masks/`` (cells).
+``hc_masks/`` and ``labels.csv`` (image, class) for chromatin, ``noise_masks/`` (storm),
+``cell_images/`` and ``cell_masks/`` (cells).
 Sample ``i`` is drawn from ``numpy.random.default_rng([seed, i])``, so any one can be regenerated alone.
 """
 

@@ -37,7 +37,8 @@ def _nuclei_inside(gc: Geometry, rng: np.random.Generator, ratio: tuple[float, f
             gn.cy[i], gn.cx[i] = gc.cy[i] + off[0], gc.cx[i] + off[1]
             # outline points of the nucleus (its reach along each direction, irregularity included)
             c, s = np.cos(gn.angle[i]), np.sin(gn.angle[i])
-            rad = gn.a[i] * gn.b[i] / np.hypot(gn.b[i] * np.cos(t), gn.a[i] * np.sin(t)) * (1 + np.abs(gn.amps[i]).sum())
+            rad = gn.a[i] * gn.b[i] / np.hypot(gn.b[i] * np.cos(t), gn.a[i] * np.sin(t))
+            rad = rad * (1 + np.abs(gn.amps[i]).sum())
             py = gn.cy[i] + rad * (np.cos(t) * s + np.sin(t) * c)
             px = gn.cx[i] + rad * (np.cos(t) * c - np.sin(t) * s)
             ok = _rho_at(gc, np.full(t.size, i), py, px).max() < 0.85
@@ -225,7 +226,8 @@ def cells_field(
         cells = (cell_labels > 0).astype(np.float32)
         halo = ndi.gaussian_filter(cells, 3.0) - cells
         bright = 0.55 * fs
-        cell_sharp = bright * (1 - 0.08 * cyto - 0.25 * edges * (0.5 + 0.5 * p["membrane"]) + 0.15 * np.clip(halo, 0, None))
+        dark_edge = 0.25 * edges * (0.5 + 0.5 * p["membrane"])
+        cell_sharp = bright * (1 - 0.08 * cyto - dark_edge + 0.15 * np.clip(halo, 0, None))
         cell_sharp = cell_sharp.astype(np.float32)
     cell_clean = psf_blur(cell_sharp * illum, p["psf_sigma"]).astype(np.float32)
     cell_image = camera(cell_clean, rng, dtype=dtype, fs=fs, photons_full_scale=p["photons"],

@@ -189,7 +189,10 @@ def nuclei_field(
         "hc_contrast": uniform(rng, hc_contrast, 0.1, 1.0),
         "foci": uniform(rng, foci, 2.0, 20.0),
         "illumination_strength": uniform(rng, illumination_strength, 0.0, 0.4),
-        "psf_sigma": uniform(rng, psf_sigma, 0.6, 1.6) * (1.0 if psf_sigma is not None else np.sqrt(max(1.0, d_mean / 40))),
+        # larger nuclei in px mean a higher magnification, where the PSF spans more px
+        "psf_sigma": uniform(rng, psf_sigma, 0.6, 1.6) * (
+            1.0 if psf_sigma is not None else np.sqrt(max(1.0, d_mean / 40))
+        ),
         "background": uniform(rng, background, 0.004, 0.12, log=True),
         "signal": uniform(rng, signal, 0.05, 0.3),
         "photons": uniform(rng, photons, 300.0, 20000.0, log=True),

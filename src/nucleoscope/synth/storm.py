@@ -51,7 +51,10 @@ def _localisations(g: Geometry, i: int, frame: tuple[int, int], seed, p: dict, n
         # the border is broken where the texture is absent near the rim
         dens = np.where(inside & keep, rim, 0.0) * p["density"]
         for _ in range(r.poisson(p["nucleoli"])):  # nucleoli: dark holes
-            cy, cx = np.unravel_index(r.choice(np.flatnonzero(rho.ravel() < 0.6)), rho.shape) if (rho < 0.6).any() else (0, 0)
+            core = np.flatnonzero(rho.ravel() < 0.6)
+            if core.size == 0:
+                break
+            cy, cx = np.unravel_index(r.choice(core), rho.shape)
             yy, xx = np.ogrid[: rho.shape[0], : rho.shape[1]]
             dens[(yy - cy) ** 2 + (xx - cx) ** 2 < (radius * r.uniform(0.08, 0.2)) ** 2] = 0
         clusters, single = p["cluster_fraction"], 1.0 - p["cluster_fraction"]
