@@ -71,8 +71,21 @@ def run_one(method: str, spec: str, limit: int | None, min_size: int, hausdorff:
     dataset, split = parse_spec(spec)
     res = run_benchmark(method, dataset, split, limit=limit, min_size=min_size, hausdorff=hausdorff)
     row = res.row()
-    row.update(date=dt.date.today().isoformat(), commit=commit(), failures=res.failures)
+    row.update(date=dt.date.today().isoformat(), commit=commit() + ("+dirty" if _src_dirty() else ""),
+               failures=res.failures)
     return row
+
+
+def _src_dirty() -> bool:
+    """Whether the segmentation sources differ from the commit (the row then names commit+dirty)."""
+    paths = ["src/nucleoscope/segment", "src/nucleoscope/postprocess.py", "src/nucleoscope/preprocess.py",
+             "src/nucleoscope/tiling.py", "src/nucleoscope/models"]
+    try:
+        out = subprocess.run(["git", "status", "--porcelain", "--", *paths], capture_output=True,
+                             text=True, cwd=DOC.parents[1], check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return bool(out.strip())
 
 
 def main(argv: list[str] | None = None) -> int:
