@@ -240,11 +240,11 @@ from nucleoscope.synth import storm_field  # noqa: E402
 
 @pytest.fixture(scope="module")
 def storm():
-    return storm_field((300, 420), rng=3, tile=128, noise_regions=0.5, fragmentation=0.4)
+    return storm_field((300, 420), rng=3, tile=128, noise_regions=0.5, fragmentation=0.4, clump_fraction=0.8)
 
 
 def test_storm_does_not_depend_on_tile_size(storm):
-    other = storm_field((300, 420), rng=3, tile=512, noise_regions=0.5, fragmentation=0.4)
+    other = storm_field((300, 420), rng=3, tile=512, noise_regions=0.5, fragmentation=0.4, clump_fraction=0.8)
     assert np.array_equal(storm.image, other.image)
     assert np.array_equal(storm.labels, other.labels)
     assert np.array_equal(storm.noise_mask, other.noise_mask)
@@ -257,6 +257,10 @@ def test_storm_truth(storm):
     assert np.array_equal(np.unique(s.labels), np.arange(n + 1))
     assert np.array_equal(s.objects["area"].to_numpy(), np.bincount(s.labels.ravel())[1:])
     assert not (s.noise_mask & (s.labels > 0)).any()  # noise regions are never labelled
+    from nucleoscope.synth._field import touching_pairs
+
+    n_touch = np.bincount(touching_pairs(s.labels).ravel(), minlength=n + 1)[1:]
+    assert np.array_equal(s.objects["n_touching"].to_numpy(), n_touch)  # across tile seams too
     # localisations really fill the noise regions and the nuclei; the rest is near-empty background
     empty = (s.labels == 0) & ~s.noise_mask
     assert (s.image[s.noise_mask] > 0).mean() > 0.3

@@ -15,6 +15,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from .._errors import InputError
+from ._field import touching_pairs
 from ._nucleus import Geometry, place, random_geometry, rho_local
 from ._optics import as_rng, uniform
 from ._sample import SynthSample
@@ -156,7 +157,7 @@ def storm_field(
         ``image`` (Y, X) ``dtype``; ``labels`` (Y, X) int32 1..N, the nucleus outlines (touching nuclei
         split by nearest normalised radius); ``noise_mask`` (Y, X) bool, the outlines of the noise regions
         (never labelled); ``objects`` with label, center_y/x, diameter, major_axis, minor_axis, angle,
-        area (label px), n_localisations, at_border; ``params``.
+        area (label px), n_localisations, at_border, touching, n_touching; ``params``.
     """
     rng = as_rng(rng)
     if dtype not in ("uint8", "uint16"):
@@ -217,6 +218,7 @@ def storm_field(
     n_locs = np.zeros(len(g), np.int64)
     counted = np.zeros(len(g), bool)
     area = np.zeros(len(nuclei) + 1, np.int64)
+    pairs: list[np.ndarray] = []
     gain = p["level"] / p["density"]  # output units per localisation per px^2
     for ty in range(0, h, tile):
         for tx in range(0, w, tile):
@@ -267,17 +269,26 @@ def storm_field(
             image[y0:y1, x0:x1] = rendered
             noise_mask[y0:y1, x0:x1] = noise_t & (lab_t == 0)
             labels[y0:y1, x0:x1] = lab_t
+            # touching pairs within the tile and across its top and left seams (already written)
+            pairs.append(touching_pairs(lab_t))
+            if y0 > 0:
+                pairs.append(touching_pairs(np.stack([labels[y0 - 1, x0:x1], lab_t[0]])))
+            if x0 > 0:
+                pairs.append(touching_pairs(np.stack([labels[y0:y1, x0 - 1], lab_t[:, 0]], axis=1)))
             area += np.bincount(lab_t[lab_t > 0], minlength=len(area))  # foreground only: less memory
             del counts, rendered, lab_t, rho_t, noise_t  # free before the next tile allocates its own
     edge = np.zeros(len(nuclei) + 1, bool)
     edge[np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))] = True
     present = area[1:] > 0
+    pairs_all = np.unique(np.concatenate(pairs), axis=0) if pairs else np.zeros((0, 2), np.int64)
+    n_touch = np.bincount(pairs_all.ravel(), minlength=len(nuclei) + 1)[1:]
     objects = pd.DataFrame({
         "label": np.arange(1, len(nuclei) + 1, dtype=np.int32),
         "center_y": g.cy[nuclei], "center_x": g.cx[nuclei],
         "diameter": 2 * np.sqrt(g.a[nuclei] * g.b[nuclei]),
         "major_axis": 2 * g.a[nuclei], "minor_axis": 2 * g.b[nuclei], "angle": g.angle[nuclei],
         "area": area[1:], "n_localisations": n_locs[nuclei], "at_border": edge[1:],
+        "touching": n_touch > 0, "n_touching": n_touch,
     })
     if not present.all():  # cannot happen with centres inside the frame; keep ids 1..N honest anyway
         raise RuntimeError("a STORM nucleus has no pixels")
