@@ -470,3 +470,30 @@ def test_speed_2048_with_2000_nuclei():
     elapsed = time.perf_counter() - t
     assert s.at(0.5).tp == k
     assert elapsed < 3.0  # ~0.15 s measured; generous for a loaded CI runner
+
+
+def test_real_labels_against_independent_counts(shared_data):
+    """DSB 2018 sample (125 nuclei): touching pairs equal skimage's region adjacency graph; TP at IoU > 0.5
+    (where matching is unique) equals the count of nuclei whose best IoU, found object by object, passes."""
+    import skimage.graph
+    from nucleoscope.io import read_labels
+
+    gt = read_labels(shared_data / "stardist_pkg_dsb2018_sample" / "train" / "masks" / "img2d.tif")
+    rag = skimage.graph.RAG(gt, connectivity=2)
+    pairs = {tuple(sorted(e)) for e in rag.edges if 0 not in e}
+    e = M.error_scores(gt, gt)
+    assert e.touching_pairs == len(pairs) > 0 and e.touching_separated == 1.0
+
+    pred = np.roll(gt, (2, -1), axis=(0, 1))
+    pred[gt == 5] = 0           # drop part of one nucleus
+    best = []
+    for g in range(1, int(gt.max()) + 1):
+        inside = gt == g
+        values, counts = np.unique(pred[inside], return_counts=True)
+        ious = [c / (inside.sum() + (pred == v).sum() - c) for v, c in zip(values, counts) if v]
+        best.append(max(ious, default=0.0))
+    best = np.array(best)
+    s = M.evaluate_image(gt, pred, thresholds=(0.55, 0.7, 0.9), hausdorff=False)
+    for t in (0.55, 0.7, 0.9):
+        assert s.at(t).tp == int((best >= t).sum())
+    assert s.errors.mean_best_iou == pytest.approx(best.mean())
