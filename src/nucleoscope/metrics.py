@@ -562,30 +562,46 @@ def _boundary_image(index: np.ndarray) -> np.ndarray:
     return edge & (index > 0)
 
 
+def _boundary_points(index: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Boundary pixel coordinates of every object, grouped by object.
+
+    Returns ``(ys, xs, offsets)``: object ``i`` (index image value ``i + 1``) owns
+    ``ys[offsets[i]:offsets[i + 1]]`` and the same slice of ``xs``.
+    """
+    ys, xs = np.nonzero(_boundary_image(index))
+    lab = index[ys, xs]
+    order = np.argsort(lab, kind="stable")
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(np.bincount(lab, minlength=n + 1)[1:], out=offsets[1:])
+    return ys[order].astype(np.int64), xs[order].astype(np.int64), offsets
+
+
 def _hausdorff_pairs(gi: np.ndarray, pi: np.ndarray, g_idx: np.ndarray, p_idx: np.ndarray) -> np.ndarray:
     """Symmetric Hausdorff distance (px) between boundaries of each (truth, pred) index pair.
 
-    Boundaries are found once for the whole image; each pair then only touches its own bounding box,
-    so the cost is per object, not per image. Small boundaries: all pairwise distances (one small
-    numpy array, faster than scipy's ``directed_hausdorff`` call overhead for ~100-point sets); large
-    ones: an exact Euclidean distance transform of one boundary's complement read at the other's pixels.
+    Boundary pixels of all objects are found and grouped by object once; each pair then costs one
+    small all-pairs squared-distance array (fast for the ~100-point boundaries of nuclei; separate y
+    and x vectors are several times faster than an (k, 2) coordinate array), or k-d tree queries for
+    large boundaries.
     """
     if g_idx.size == 0:
         return np.zeros(0)
-    gbox, pbox = ndi.find_objects(gi), ndi.find_objects(pi)
-    gb, pb = _boundary_image(gi), _boundary_image(pi)
+    from scipy.spatial import cKDTree
+
+    gy, gx, goff = _boundary_points(gi, int(gi.max()))
+    py, px, poff = _boundary_points(pi, int(pi.max()))
     out = np.empty(g_idx.size)
     for k, (g, p) in enumerate(zip(g_idx.tolist(), p_idx.tolist())):
-        a, b = gbox[g], pbox[p]
-        sl = tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(a, b))
-        ma = gb[sl] & (gi[sl] == g + 1)
-        mb = pb[sl] & (pi[sl] == p + 1)
-        pts_a, pts_b = np.argwhere(ma), np.argwhere(mb)
-        if pts_a.shape[0] * pts_b.shape[0] <= 250_000:
-            d2 = ((pts_a[:, None, :] - pts_b[None, :, :]) ** 2).sum(-1)
+        ga, gb = goff[g], goff[g + 1]
+        pa, pb = poff[p], poff[p + 1]
+        if (gb - ga) * (pb - pa) <= 250_000:
+            ay, ax, by, bx = gy[ga:gb], gx[ga:gb], py[pa:pb], px[pa:pb]
+            d2 = (ay[:, None] - by[None, :]) ** 2 + (ax[:, None] - bx[None, :]) ** 2
             out[k] = math.sqrt(max(d2.min(1).max(), d2.min(0).max()))
         else:
-            out[k] = max(ndi.distance_transform_edt(~ma)[mb].max(), ndi.distance_transform_edt(~mb)[ma].max())
+            a = np.stack([gy[ga:gb], gx[ga:gb]], axis=1)
+            b = np.stack([py[pa:pb], px[pa:pb]], axis=1)
+            out[k] = max(cKDTree(b).query(a)[0].max(), cKDTree(a).query(b)[0].max())
     return out
 
 
