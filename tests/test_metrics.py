@@ -86,7 +86,7 @@ def test_shifted_square_iou_and_hausdorff(side, shift):
     assert px.f1 == pytest.approx(2 * side * (side - shift) / (2 * side * side))
 
 
-def test_hausdorff_large_objects_take_the_distance_transform_path():
+def test_hausdorff_large_objects_take_the_kdtree_path():
     # 130 px squares: ~516 boundary pixels each, beyond the all-pairs limit (250,000 distances);
     # a notch in one corner makes the answer less trivial. Checked against brute force.
     gt, pred = np.zeros((150, 160), np.int32), np.zeros((150, 160), np.int32)
