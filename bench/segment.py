@@ -59,7 +59,8 @@ def existing_rows() -> list[list[str]]:
     rows = []
     for line in body.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("|") and len(cells) == len(COLUMNS) and cells[0] != "method" and not cells[0].startswith("-"):
+        is_row = line.startswith("|") and len(cells) == len(COLUMNS)
+        if is_row and cells[0] != "method" and not cells[0].startswith("-"):
             rows.append(cells)
     return rows
 
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
                 row = run_one(method, spec, args.limit, args.min_size, not args.no_hausdorff)
             else:
                 cmd = [sys.executable, __file__, "--one", method, spec, "--min-size", str(args.min_size)]
-                cmd += (["--limit", str(args.limit)] if args.limit else []) + (["--no-hausdorff"] if args.no_hausdorff else [])
+                cmd += ["--limit", str(args.limit)] if args.limit else []
+                cmd += ["--no-hausdorff"] if args.no_hausdorff else []
                 proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
                 if proc.returncode != 0:
                     print(f"{method} on {spec}: failed (exit {proc.returncode}); see the log above", file=sys.stderr)

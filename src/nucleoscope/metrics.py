@@ -526,7 +526,8 @@ class ErrorScores:
             raise ValueError("no images to pool")
         s = {k: sum(getattr(e, k) for e in items) for k in (
             "n_true", "n_pred", "correct", "missed", "gained", "split", "merge", "catastrophe", "split_objects",
-            "merge_objects", "catastrophe_objects", "touching_pairs", "touching_separated_pairs", "nuset_fn", "nuset_fp",
+            "merge_objects", "catastrophe_objects", "touching_pairs", "touching_separated_pairs", "nuset_fn",
+            "nuset_fp",
             "hausdorff_n")}
         h_sum = sum(e.hausdorff_mean * e.hausdorff_n for e in items if e.hausdorff_n)
         b_sum = sum(e.mean_best_iou * e.n_true for e in items if e.n_true)
@@ -662,10 +663,9 @@ def _error_scores(gi: np.ndarray, pi: np.ndarray, ov: Overlap, m_idx: np.ndarray
         thresh=threshold_key(thresh), n_true=n_g, n_pred=n_p, correct=int(m_idx.size), missed=n_g - int(m_idx.size),
         gained=n_p - int(m_idx.size), split=split, merge=merge, catastrophe=cat, split_objects=split_obj,
         merge_objects=merge_obj, catastrophe_objects=cat_obj, touching_pairs=n_touch,
-        touching_separated_pairs=n_sep, touching_separated=_ratio(n_sep, n_touch, math.nan), nuset_fn=nuset_fn, nuset_fp=nuset_fp,
-        fn_rate=_ratio(nuset_fn, n_g, 0.0), fp_rate=_ratio(nuset_fp, n_p, 0.0),
-        mean_best_iou=float(best_g.mean()) if n_g else math.nan, hausdorff_mean=h_mean,
-        hausdorff_n=h_n,
+        touching_separated_pairs=n_sep, touching_separated=_ratio(n_sep, n_touch, math.nan), nuset_fn=nuset_fn,
+        nuset_fp=nuset_fp, fn_rate=_ratio(nuset_fn, n_g, 0.0), fp_rate=_ratio(nuset_fp, n_p, 0.0),
+        mean_best_iou=float(best_g.mean()) if n_g else math.nan, hausdorff_mean=h_mean, hausdorff_n=h_n,
     )
 
 

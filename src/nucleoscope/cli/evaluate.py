@@ -107,7 +107,8 @@ def image_rows(scores: M.DatasetScores) -> list[dict]:
         row.update({f"pixel_{k}": v for k, v in s.pixel.as_dict().items() if k not in ("tp", "fp", "fn", "tn")})
         e = s.errors
         for k in ("correct", "missed", "gained", "split", "merge", "catastrophe", "touching_pairs",
-                  "touching_separated_pairs", "touching_separated", "fn_rate", "fp_rate", "mean_best_iou", "hausdorff_mean"):
+                  "touching_separated_pairs", "touching_separated", "fn_rate", "fp_rate", "mean_best_iou",
+                  "hausdorff_mean"):
             row[k] = getattr(e, k)
         rows.append(row)
     return rows
