@@ -5,7 +5,7 @@ kromp2020_sbsst265 for wide-field nuclei; storm_nuclei_mela_liu2021 for STORM re
 nuclei and background (fraction of the detector's full scale), nucleus size, nearest-neighbour distance,
 a texture measure and the signal-to-noise ratio. Overlap = histogram intersection of the two normalised
 distributions (1 = identical, 0 = disjoint). Writes docs/figures/synth_realism.png,
-docs/figures/synth_examples.png, the table into docs/synth.md (between the realism markers) and into the
+docs/figures/synth_examples.png, docs/figures/synth_gallery.png, the table into docs/synth.md (between the realism markers) and into the
 "synth-realism" section of docs/benchmarks.md.
 
 Run: ``.venv/bin/python bench/synth_realism.py [--n-synth 40]``
@@ -57,6 +57,7 @@ def nuclei_stats(image: np.ndarray, labels: np.ndarray, fs: float) -> dict[str, 
         "nucleus intensity": mean[ok],
         "background": np.array([bg_med]),
         "diameter (px)": diam[ok],
+        "median diameter per image (px)": np.array([np.median(diam[ok])]) if ok.any() else np.zeros(0),
         "NN distance / diameter": nn[ok],
         "texture CV": (sd / np.maximum(mean, 1e-9))[ok],
         "SNR": np.array([(np.median(img[labels > 0]) - bg_med) / noise]),
@@ -116,7 +117,47 @@ def summary(v: np.ndarray) -> str:
     return f"{fmt(q[1])} [{fmt(q[0])}-{fmt(q[2])}]"
 
 
-LOG = {"diameter (px)", "SNR", "nucleus intensity", "background"}
+LOG = {"diameter (px)", "median diameter per image (px)", "SNR", "nucleus intensity", "background"}
+
+
+def gallery(plt) -> None:
+    """docs/figures/synth_gallery.png: every kind with its truth outlined."""
+    from skimage.segmentation import find_boundaries
+
+    from nucleoscope.synth import cells_field, chromatin_crops
+
+    def show(ax, im, title, *outlines):
+        im = im.astype(float)
+        lo, hi = np.percentile(im, [0.5, 99.8])
+        rgb = np.repeat(np.clip((im - lo) / max(hi - lo, 1e-9), 0, 1)[..., None], 3, axis=2)
+        for mask, color in outlines:
+            rgb[mask] = color
+        ax.imshow(rgb)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+
+    fig, axes = plt.subplots(2, 4, figsize=(16, 8.4))
+    s = nuclei_field((256, 256), rng=3, diameter=(22, 34), coverage=0.4, clump_fraction=0.6, overlap=0.25,
+                     artifacts={"polygons": 1, "fibres": 1, "debris": 6, "blobs": 1})
+    show(axes[0, 0], s.image, "nuclei_field: image")
+    show(axes[0, 1], s.image, "truth (red), artifacts (cyan, unlabelled)",
+         (find_boundaries(s.labels), (1, 0, 0)), (find_boundaries(s.artifact_mask) & (s.labels == 0), (0, 1, 1)))
+    c = chromatin_crops(1, rng=2, parameter="compaction", values=(1.0, 2.0), paired=True, spread=0.0)
+    both = np.concatenate([c.image[0], c.image[1]], axis=1)
+    hcb = np.concatenate([find_boundaries(c.hc_mask[0]), find_boundaries(c.hc_mask[1])], axis=1)
+    show(axes[0, 2], both, "chromatin_crops, paired: compaction 1 vs 2")
+    show(axes[0, 3], both, "heterochromatin truth (yellow)", (hcb, (1, 1, 0)))
+    st = storm_field((256, 256), rng=5, diameter=(70, 90), noise_regions=0.6, coverage=0.35)
+    show(axes[1, 0], st.image, "storm_field: image")
+    show(axes[1, 1], st.image, "nuclei (red), noise regions (cyan)",
+         (find_boundaries(st.labels), (1, 0, 0)), (find_boundaries(st.noise_mask), (0, 1, 1)))
+    ce = cells_field((256, 256), rng=4, cell_diameter=(50, 70), coverage=0.5, clump_fraction=0.9)
+    show(axes[1, 2], ce.cell_image, "cells_field: cell channel, cells (yellow)",
+         (find_boundaries(ce.cell_labels), (1, 1, 0)))
+    show(axes[1, 3], ce.image, "nucleus channel, nuclei (red)", (find_boundaries(ce.labels), (1, 0, 0)))
+    fig.tight_layout()
+    fig.savefig(FIG / "synth_gallery.png", dpi=70)
+    plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -178,9 +219,9 @@ def main(argv=None) -> int:
 
     # figure 1: histograms
     keys = list(syn)
-    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
-    for ax, key in zip(axes.ravel(), keys + list(st_syn)[:2]):
-        storm = key not in keys or (key in st_syn and ax in axes[1, 2:])
+    fig, axes = plt.subplots(2, 5, figsize=(20, 7))
+    for k, (ax, key) in enumerate(zip(axes.ravel(), keys + list(st_syn)[:3])):
+        storm = k >= len(keys)
         src = [("synthetic", st_syn[key] if storm else syn[key])]
         src += [("STORM real", st_real[key])] if storm else list((n, v[key]) for n, v in sets.items())
         allv = np.concatenate([v[np.isfinite(v)] for _, v in src])
@@ -218,6 +259,8 @@ def main(argv=None) -> int:
     fig.tight_layout()
     fig.savefig(FIG / "synth_examples.png", dpi=70)
     plt.close(fig)
+
+    gallery(plt)
 
     section = f"## Synthetic data realism\n\n{stamp()}\n\n{counts}\n\n{table}\n\n### Generator timings\n\n{timing}\n"
     print(section)

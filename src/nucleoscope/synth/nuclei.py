@@ -137,7 +137,7 @@ def nuclei_field(
         Background level and mean nucleus level above it, as fractions of full scale (defaults
         log-U(0.004, 0.12) and U(0.05, 0.3)).
     photons : float, optional
-        Photo-electrons at full scale; sets the shot noise (default log-uniform 300-20000).
+        Photo-electrons at full scale; sets the shot noise (default log-uniform 600-30000).
     read_noise : float, optional
         Gaussian read noise SD as a fraction of full scale (default U(0.0003, 0.004)).
     dtype : {"uint16", "uint8", "float32"}
@@ -195,7 +195,7 @@ def nuclei_field(
         ),
         "background": uniform(rng, background, 0.004, 0.12, log=True),
         "signal": uniform(rng, signal, 0.05, 0.3),
-        "photons": uniform(rng, photons, 300.0, 20000.0, log=True),
+        "photons": uniform(rng, photons, 600.0, 30000.0, log=True),
         "read_noise": uniform(rng, read_noise, 0.0003, 0.004),
         "dtype": dtype,
         "bit_depth": bit_depth if dtype == "uint16" else None,
