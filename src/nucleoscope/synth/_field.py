@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy import ndimage as ndi
+from skimage.measure import label as measure_label
 from skimage.segmentation import watershed
 
 from ._nucleus import Chromatin, Geometry, render_chromatin, rho_local
@@ -65,12 +67,38 @@ def render_nuclei(
         labels = watershed(elevation, markers, mask=covered > 0).astype(np.int32)
         lost = (labels == 0) & (covered > 0)  # an island of shared pixels cut off from every core
         labels[lost] = owner[lost]
+        _merge_fragments(labels)
     hc_mask = np.zeros(shape, bool)
     for i, part in enumerate(hc_parts):
         if part is not None:
             sl, hc = part
             hc_mask[sl] |= hc & (labels[sl] == i + 1)
     return sharp, labels, hc_mask, covered
+
+
+def _merge_fragments(labels: np.ndarray) -> None:
+    """Give stray pieces of a label (rarely left by the watershed, e.g. one pixel joined only diagonally)
+    to the neighbouring label that borders them most, so that every label is one 4-connected piece.
+    Pieces bordered only by background (a nucleus cut by the image edge) are left alone. In place."""
+    comp = measure_label(labels, connectivity=1, background=0)
+    n_comp = int(comp.max())
+    if n_comp == len(np.unique(labels)) - 1:
+        return
+    size = np.bincount(comp.ravel())
+    value = np.zeros(n_comp + 1, labels.dtype)
+    value[comp.ravel()] = labels.ravel()
+    # the largest piece of each label stays; the others are fragments
+    order = np.lexsort((-size[1:], value[1:])) + 1
+    first = np.r_[True, value[order][1:] != value[order][:-1]]
+    boxes = ndi.find_objects(comp)
+    for f in order[~first]:
+        sl = tuple(slice(max(0, b.start - 1), b.stop + 1) for b in boxes[f - 1])
+        piece = comp[sl] == f
+        ring = ndi.binary_dilation(piece, ndi.generate_binary_structure(2, 1)) & ~piece
+        around = labels[sl][ring]
+        around = around[(around > 0) & (around != value[f])]
+        if around.size:
+            labels[sl][piece] = np.bincount(around).argmax()
 
 
 def touching_pairs(labels: np.ndarray) -> np.ndarray:

@@ -19,8 +19,11 @@ from ._sample import SynthSample
 __all__ = ["cells_field"]
 
 
-def _nuclei_inside(gc: Geometry, rng: np.random.Generator, ratio: tuple[float, float], aspect: float) -> Geometry:
-    """One nucleus per cell, wholly inside its cell and clear of every other cell's outline."""
+def _nuclei_inside(
+    gc: Geometry, rng: np.random.Generator, ratio: tuple[float, float], aspect: float, shape: tuple[int, int]
+) -> Geometry:
+    """One nucleus per cell, wholly inside its cell, clear of every other cell's outline, centre in the image
+    (so every labelled cell has its nucleus labelled)."""
     n = len(gc)
     gn = random_geometry(n, rng, diameter=(1.0, 1.0), aspect=aspect, irregularity=0.03)
     t = np.linspace(0, 2 * np.pi, 48, endpoint=False)
@@ -41,7 +44,8 @@ def _nuclei_inside(gc: Geometry, rng: np.random.Generator, ratio: tuple[float, f
             rad = rad * (1 + np.abs(gn.amps[i]).sum())
             py = gn.cy[i] + rad * (np.cos(t) * s + np.sin(t) * c)
             px = gn.cx[i] + rad * (np.cos(t) * c - np.sin(t) * s)
-            ok = _rho_at(gc, np.full(t.size, i), py, px).max() < 0.85
+            ok = 0 <= gn.cy[i] < shape[0] and 0 <= gn.cx[i] < shape[1]
+            ok = ok and _rho_at(gc, np.full(t.size, i), py, px).max() < 0.85
             if ok and near.size:
                 ok = all(_rho_at(gc, np.full(t.size, j), py, px).min() > 1.05 for j in near)
             if ok:
@@ -157,7 +161,7 @@ def cells_field(
     n = max(1, int(round(p["coverage"] * shape[0] * shape[1] / mean_area)))
     gc = random_geometry(n, rng, diameter=cell_diameter, aspect=p["aspect"], irregularity=p["irregularity"])
     gc = place(gc, shape, rng, clump_fraction=p["clump_fraction"], overlap=p["overlap"])
-    gn = _nuclei_inside(gc, rng, nucleus_ratio, aspect=0.6)
+    gn = _nuclei_inside(gc, rng, nucleus_ratio, aspect=0.6, shape=shape)
     chroma = [
         Chromatin(brightness=float(rng.lognormal(0, 0.25)), ec_texture=rng.uniform(0.05, 0.15),
                   ec_scale=rng.uniform(0.15, 0.4), edge_drop=rng.uniform(0, 0.3),
