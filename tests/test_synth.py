@@ -131,6 +131,28 @@ def test_dtypes_and_range(dtype, top):
     assert s.image.max() > 0.02 * top  # not a blank frame
 
 
+@pytest.mark.parametrize("seed", range(12))
+def test_truth_invariants_on_random_defaults(seed):
+    """Whatever the random defaults: ids 1..N, one 4-connected piece per label holding its centre,
+    heterochromatin only inside labels, the table's area and touching flags agree with the labels."""
+    from nucleoscope.synth._field import touching_pairs
+
+    s = nuclei_field((128, 128), rng=seed)
+    n = len(s.objects)
+    assert np.array_equal(np.unique(s.labels), np.arange(n + 1))
+    boxes = ndi.find_objects(s.labels)
+    for r in s.objects.itertuples():
+        assert ndi.label(s.labels[boxes[r.label - 1]] == r.label)[1] == 1
+        iy, ix = int(round(r.center_y)), int(round(r.center_x))
+        if 0 <= iy < 128 and 0 <= ix < 128:
+            assert s.labels[iy, ix] == r.label
+    assert not (s.hc_mask & (s.labels == 0)).any()
+    assert np.array_equal(s.objects["area"].to_numpy(), np.bincount(s.labels.ravel(), minlength=n + 1)[1:])
+    touching = np.zeros(n + 1, bool)
+    touching[touching_pairs(s.labels).ravel()] = True
+    assert np.array_equal(s.objects["touching"].to_numpy(), touching[1:])
+
+
 def test_iterator_is_reproducible_and_varied():
     from nucleoscope.synth import iter_nuclei_fields
 
