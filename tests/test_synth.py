@@ -200,6 +200,14 @@ def test_cli_writes_the_shared_data_layout(tmp_path):
         assert np.array_equal(image, again.image) and np.array_equal(masks, again.labels)
         assert (truth["image"] == name).sum() == masks.max() == len(again.objects)
     assert main(["synth", "nuclei", "-n", "1", "-o", str(tmp_path / "x"), "--set", "nope=1"]) == 2
+    # physical units: the pixel size reaches the TIFF and the truth table
+    from nucleoscope.io import read_image
+
+    assert main(["synth", "cells", "-n", "1", "-o", str(tmp_path / "c"), "--size", "96", "96",
+                 "--spacing", "0.5"]) == 0
+    assert read_image(tmp_path / "c" / "images" / "cells_00000.tif").spacing == pytest.approx(0.5)
+    cells = pd.read_csv(tmp_path / "c" / "truth.csv")
+    np.testing.assert_allclose(cells["cell_area_um2"], cells["cell_area"] * 0.25)
 
 
 # ---- chromatin conditions -------------------------------------------------------------------------------

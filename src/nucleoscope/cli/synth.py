@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("uint8", "uint16", "float32"), help="image type (default per kind)")
     parser.add_argument("--diameter", type=float, nargs=2, metavar=("LO", "HI"), help="nucleus diameter range, px")
     parser.add_argument("--artifacts", type=float, help="artifact level for nuclei/cells (0 = none)")
+    parser.add_argument("--spacing", type=float, metavar="UM",
+                        help="pixel size in µm: stored in the TIFFs and adds *_um / *_um2 truth columns")
     parser.add_argument("--split", default="train", help="split name written to splits.csv (default train)")
     parser.add_argument(
         "--val-fraction", type=float, default=0.0, help="fraction of images marked 'val' in splits.csv instead"
@@ -57,25 +59,28 @@ def _options(args: argparse.Namespace) -> dict:
             opts[key] = json.loads(value)
         except json.JSONDecodeError:
             opts[key] = value  # a bare word such as a parameter name
-    for key in ("dtype", "diameter", "artifacts"):
+    for key in ("dtype", "diameter", "artifacts", "spacing"):
         value = getattr(args, key)
         if value is not None:
             opts[key] = tuple(value) if isinstance(value, list) else value
     return opts
 
 
-def _write_image(path: Path, data: np.ndarray) -> None:
+def _write_image(path: Path, data: np.ndarray, spacing: float | None = None) -> None:
     import tifffile
 
     from ..io import atomic_path
 
+    kwargs = {}
+    if spacing:  # TIFF has no µm unit: pixels per cm, as nucleoscope.io reads it back
+        kwargs = dict(resolution=(1e4 / spacing, 1e4 / spacing), resolutionunit="CENTIMETER")
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, data, compression="zlib", photometric="minisblack")
+        tifffile.imwrite(tmp, data, compression="zlib", photometric="minisblack", **kwargs)
 
 
-def _write_labels(path: Path, labels: np.ndarray) -> None:
+def _write_labels(path: Path, labels: np.ndarray, spacing: float | None = None) -> None:
     # uint16 as in the shared data when it fits; never wrap ids above 65535
-    _write_image(path, labels.astype(np.uint16 if labels.max(initial=0) <= 65535 else np.int32))
+    _write_image(path, labels.astype(np.uint16 if labels.max(initial=0) <= 65535 else np.int32), spacing)
 
 
 _FUNCTIONS = {"nuclei": "nuclei_field", "chromatin": "chromatin_crops", "storm": "storm_field", "cells": "cells_field"}
@@ -149,9 +154,9 @@ def run(args: argparse.Namespace) -> int:
                 continue
             path = out / folder / f"{name}.tif"
             if folder.endswith("masks") and data.dtype != bool:
-                _write_labels(path, data)
+                _write_labels(path, data, args.spacing)
             else:
-                _write_image(path, data.astype(np.uint8) if data.dtype == bool else data)
+                _write_image(path, data.astype(np.uint8) if data.dtype == bool else data, args.spacing)
         truth.append(objects.assign(image=name))
         flat = {k: json.dumps(v) if isinstance(v, (dict, tuple, list)) else v for k, v in p.items()}
         params.append({"image": name, **flat})

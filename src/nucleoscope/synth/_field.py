@@ -10,7 +10,28 @@ from skimage.segmentation import watershed
 
 from ._nucleus import Chromatin, Geometry, render_chromatin, rho_local
 
-__all__ = ["render_nuclei", "object_table", "touching_pairs", "hc_ec"]
+__all__ = ["render_nuclei", "object_table", "touching_pairs", "hc_ec", "with_spacing"]
+
+_LENGTHS = ("diameter", "major_axis", "minor_axis", "cell_diameter")
+_AREAS = ("area", "cell_area")
+
+
+def with_spacing(objects: pd.DataFrame, spacing: float | None, params: dict) -> pd.DataFrame:
+    """Add physical-unit columns (``<length>_um``, ``<area>_um2``) for a pixel size ``spacing`` (µm/px)."""
+    if spacing is None:
+        return objects
+    if not (np.isfinite(spacing) and spacing > 0):
+        from .._errors import InputError
+
+        raise InputError(f"spacing must be a positive number of µm per pixel, got {spacing!r}")
+    params["spacing"] = float(spacing)
+    for c in _LENGTHS:
+        if c in objects:
+            objects[f"{c}_um"] = objects[c] * spacing
+    for c in _AREAS:
+        if c in objects:
+            objects[f"{c}_um2"] = objects[c] * spacing**2
+    return objects
 
 
 def render_nuclei(

@@ -11,7 +11,7 @@ from skimage.segmentation import find_boundaries, watershed
 
 from .._errors import InputError
 from ._artifacts import render_artifacts
-from ._field import hc_ec, object_table, render_nuclei, touching_pairs
+from ._field import hc_ec, object_table, render_nuclei, touching_pairs, with_spacing
 from ._nucleus import Chromatin, Geometry, _rho_at, place, random_geometry, rho_local
 from ._optics import DType, as_rng, camera, full_scale, illumination, psf_blur, uniform
 from ._sample import SynthSample
@@ -81,6 +81,7 @@ def cells_field(
     read_noise: float | None = 0.001,
     dtype: DType = "uint16",
     bit_depth: int = 12,
+    spacing: float | None = None,
 ) -> SynthSample:
     """Cells in clumps, each with one nucleus, rendered as a nucleus channel and a cell channel.
 
@@ -116,6 +117,9 @@ def cells_field(
         Artifact level in the nucleus channel, as in ``nuclei_field`` (default 0).
     illumination_strength, psf_sigma, background, signal, photons, read_noise, dtype, bit_depth
         As in ``nuclei_field`` (applied to both channels).
+    spacing : float, optional
+        Pixel size in µm; when given, ``objects`` also has ``*_um`` lengths and ``*_um2`` areas and
+        ``params["spacing"]`` records it (the rendering itself is in px).
 
     Returns
     -------
@@ -256,5 +260,6 @@ def cells_field(
     objects["cell_n_touching"] = n_touch
     objects["clump_edge"] = (n_touch > 0) & touches_bg
     p["artifact_counts"] = counts
+    objects = with_spacing(objects, spacing, p)
     return SynthSample(image=image, labels=nuc_labels, objects=objects, clean=clean, artifact_mask=art_mask,
                        hc_mask=hc_mask, cell_image=cell_image, cell_labels=cell_labels, params=p)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError
-from ._field import hc_ec, render_nuclei
+from ._field import hc_ec, render_nuclei, with_spacing
 from ._nucleus import Chromatin, random_geometry
 from ._optics import DType, as_rng, camera, full_scale, psf_blur
 from ._sample import SynthSample
@@ -75,6 +75,7 @@ def chromatin_crops(
     read_noise: float = 0.001,
     dtype: DType = "uint16",
     bit_depth: int = 12,
+    spacing: float | None = None,
 ) -> SynthSample:
     """Single-nucleus crops in classes that differ in one chromatin parameter.
 
@@ -107,6 +108,9 @@ def chromatin_crops(
         Read noise SD as a fraction of full scale.
     dtype, bit_depth
         Output type, as in ``nuclei_field``.
+    spacing : float, optional
+        Pixel size in µm; when given, ``objects`` also has ``*_um`` lengths and ``*_um2`` areas and
+        ``params["spacing"]`` records it (the rendering itself is in px).
 
     Returns
     -------
@@ -177,7 +181,8 @@ def chromatin_crops(
             ))
     params = dict(parameter=parameter, values=values, class_names=list(class_names), spread=spread,
                   paired=paired, size=size, dtype=dtype)
-    return SynthSample(image=image, labels=labels, objects=pd.DataFrame(rows), clean=clean, hc_mask=hc_mask,
+    objects = with_spacing(pd.DataFrame(rows), spacing, params)
+    return SynthSample(image=image, labels=labels, objects=objects, clean=clean, hc_mask=hc_mask,
                        params=params)
 
 

@@ -12,7 +12,7 @@ from skimage.transform import resize
 
 from .._errors import InputError
 from ._artifacts import render_artifacts
-from ._field import hc_ec, object_table, render_nuclei
+from ._field import hc_ec, object_table, render_nuclei, with_spacing
 from ._nucleus import Chromatin, place, random_geometry
 from ._optics import DType, as_rng, camera, full_scale, illumination, psf_blur, uniform
 from ._sample import SynthSample
@@ -78,6 +78,7 @@ def nuclei_field(
     dtype: DType = "uint16",
     bit_depth: int = 12,
     max_nuclei: int = 4000,
+    spacing: float | None = None,
 ) -> SynthSample:
     """A wide-field fluorescence image of nuclei (Hoechst/DAPI-like) with its exact truth.
 
@@ -146,6 +147,9 @@ def nuclei_field(
         Bits used by uint16 output (12 as on most scientific cameras).
     max_nuclei : int
         Cap on the number of nuclei attempted.
+    spacing : float, optional
+        Pixel size in µm; when given, ``objects`` also has ``*_um`` lengths and ``*_um2`` areas and
+        ``params["spacing"]`` records it (the rendering itself is in px).
 
     Returns
     -------
@@ -259,6 +263,7 @@ def nuclei_field(
     objects = object_table(labels, g, chroma, index=index, hc_mask=hc_mask, covered=covered)
     objects["hc_sum"], objects["ec_sum"], objects["hc_ec_ratio"] = hc_ec(labels, clean, hc_mask, len(objects))
     objects["condensed"] = condensed[index]
+    objects = with_spacing(objects, spacing, p)
     log.debug("nuclei_field %s: %d nuclei, artifacts %s", shape, len(objects), counts)
     return SynthSample(
         image=image,

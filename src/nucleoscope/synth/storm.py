@@ -15,7 +15,7 @@ import pandas as pd
 from scipy import ndimage as ndi
 
 from .._errors import InputError
-from ._field import touching_pairs
+from ._field import touching_pairs, with_spacing
 from ._nucleus import Geometry, place, random_geometry, rho_local
 from ._optics import as_rng, uniform
 from ._sample import SynthSample
@@ -107,6 +107,7 @@ def storm_field(
     out_image: np.ndarray | None = None,
     out_labels: np.ndarray | None = None,
     out_noise: np.ndarray | None = None,
+    spacing: float | None = None,
 ) -> SynthSample:
     """A STORM-like localisation rendering of nuclei with exact truth, generated tile by tile.
 
@@ -150,6 +151,9 @@ def storm_field(
     out_image, out_labels, out_noise : ndarray, optional
         Preallocated outputs of ``shape`` (e.g. ``tifffile.memmap``): image ``dtype``, labels int32, noise
         mask bool. Allocated when not given.
+    spacing : float, optional
+        Pixel size in µm; when given, ``objects`` also has ``*_um`` lengths and ``*_um2`` areas and
+        ``params["spacing"]`` records it (the rendering itself is in px).
 
     Returns
     -------
@@ -293,6 +297,7 @@ def storm_field(
     if not present.all():  # cannot happen with centres inside the frame; keep ids 1..N honest anyway
         raise RuntimeError("a STORM nucleus has no pixels")
     p.update(n_nuclei=len(nuclei), n_noise_regions=int(is_noise.sum()), tile=tile)
+    objects = with_spacing(objects, spacing, p)
     return SynthSample(image=image, labels=labels, objects=objects, noise_mask=noise_mask, params=p)
 
 
