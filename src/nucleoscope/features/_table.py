@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Literal
 
@@ -170,9 +171,23 @@ def measure_nuclei(
     cfg = config or FeatureConfig()
     columns = feature_columns(feature_set)
     image, labels = _check(image, labels)
-    groups = _SETS[feature_set]
     if spacing is not None and not (np.isfinite(spacing) and spacing > 0):
         raise InputError(f"spacing must be a positive number of µm per pixel, got {spacing}")
+    return _measure(image, labels, columns, _SETS[feature_set], spacing, saturation, cfg)
+
+
+def _measure(
+    image: np.ndarray,
+    labels: np.ndarray,
+    columns: list[str],
+    groups: list[str],
+    spacing: float | None,
+    saturation: float | None,
+    cfg: FeatureConfig,
+    timings: dict[str, float] | None = None,
+) -> pd.DataFrame:
+    """The loop behind :func:`measure_nuclei` (checked inputs); ``timings`` collects CPU seconds per
+    group for bench/features.py."""
     ids, seq, slices = object_slices(labels)
     if ids.size == 0:
         return _empty(columns)
@@ -187,30 +202,27 @@ def measure_nuclei(
         crop_l = seq[y0:y1, x0:x1]
         mask = crop_l == i + 1
         crop = image[y0:y1, x0:x1]
+        compute = {
+            "shape": lambda: shape_features(mask, offset=(y0, x0), spacing=spacing),
+            "intensity": lambda: intensity_features(crop[mask], background=background, saturation=saturation),
+            "lbp": lambda: lbp_features(crop, mask),
+            "pftas": lambda: pftas_features(crop, mask),
+            "zernike": lambda: zernike_features(crop, mask),
+            "haralick": lambda: haralick_features(crop, mask, levels=cfg.haralick_levels),
+            "chromatin": lambda: chromatin_features(
+                crop, mask, k=cfg.hc_k, refine_mask=(crop_l == 0) if cfg.hc_refine else None
+            ),
+            "runlength": lambda: runlength_features(crop, mask, levels=cfg.haralick_levels),
+            "gabor": lambda: gabor_features(crop, mask),
+        }
         feats: dict[str, float] = {}
         for g in groups:
-            if g == "shape":
-                feats.update(shape_features(mask, offset=(y0, x0), spacing=spacing))
-            elif g == "intensity":
-                feats.update(intensity_features(crop[mask], background=background, saturation=saturation))
-            elif g == "lbp":
-                feats.update(lbp_features(crop, mask))
-            elif g == "pftas":
-                feats.update(pftas_features(crop, mask))
-            elif g == "zernike":
-                feats.update(zernike_features(crop, mask))
-            elif g == "haralick":
-                feats.update(haralick_features(crop, mask, levels=cfg.haralick_levels))
-            elif g == "chromatin":
-                feats.update(
-                    chromatin_features(
-                        crop, mask, k=cfg.hc_k, refine_mask=(crop_l == 0) if cfg.hc_refine else None
-                    )
-                )
-            elif g == "runlength":
-                feats.update(runlength_features(crop, mask, levels=cfg.haralick_levels))
-            elif g == "gabor":
-                feats.update(gabor_features(crop, mask))
+            if timings is None:
+                feats.update(compute[g]())
+            else:
+                t0 = time.process_time()
+                feats.update(compute[g]())
+                timings[g] = timings.get(g, 0.0) + time.process_time() - t0
         rows[i] = [feats[c] for c in columns[1:]]
     table = pd.DataFrame(rows, columns=columns[1:])
     table.insert(0, "ObjectNumber", ids.astype(np.int32))
