@@ -229,6 +229,12 @@ def test_hc_ec_truth_matches_direct_computation(crops):
         assert row["hc_sum"] == pytest.approx(hc, rel=1e-9)
         assert row["ec_sum"] == pytest.approx(ec, rel=1e-9)
         assert row["hc_ec_ratio"] == pytest.approx(hc / ec, rel=1e-9)
+        bg = s.clean[k][:3, :].mean()  # crop corners are pure background (constant, noise-free)
+        sig = s.clean[k] - bg
+        hc_s = float(sig[nucleus & s.hc_mask[k]].sum(dtype=np.float64))
+        ec_s = float(sig[nucleus].sum(dtype=np.float64)) - hc_s
+        assert row["hc_ec_ratio_signal"] == pytest.approx(hc_s / ec_s, rel=1e-3)
+        assert row["hc_ec_ratio_signal"] > row["hc_ec_ratio"]  # the background dilutes the ratio
         assert not (s.hc_mask[k] & ~nucleus).any()
         # heterochromatin is the bright part of the nucleus
         assert s.clean[k][s.hc_mask[k]].mean() > s.clean[k][nucleus & ~s.hc_mask[k]].mean()

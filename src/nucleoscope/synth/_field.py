@@ -10,10 +10,20 @@ from skimage.segmentation import watershed
 
 from ._nucleus import Chromatin, Geometry, render_chromatin, rho_local
 
-__all__ = ["render_nuclei", "object_table", "touching_pairs", "hc_ec", "with_spacing"]
+__all__ = ["render_nuclei", "object_table", "touching_pairs", "hc_ec", "add_hc_ec", "with_spacing"]
 
 _LENGTHS = ("diameter", "major_axis", "minor_axis", "cell_diameter")
 _AREAS = ("area", "cell_area")
+
+
+def add_hc_ec(objects: pd.DataFrame, labels, clean, background, hc_mask) -> pd.DataFrame:
+    """HC/EC truth columns: on ``clean`` as is (hc_sum, ec_sum, hc_ec_ratio) and on ``clean - background``
+    (the same with a ``_signal`` suffix: what a background-subtracted measurement should recover)."""
+    n = len(objects)
+    objects["hc_sum"], objects["ec_sum"], objects["hc_ec_ratio"] = hc_ec(labels, clean, hc_mask, n)
+    sig = hc_ec(labels, clean - background, hc_mask, n)
+    objects["hc_sum_signal"], objects["ec_sum_signal"], objects["hc_ec_ratio_signal"] = sig
+    return objects
 
 
 def with_spacing(objects: pd.DataFrame, spacing: float | None, params: dict) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from skimage.segmentation import find_boundaries, watershed
 
 from .._errors import InputError
 from ._artifacts import render_artifacts
-from ._field import hc_ec, object_table, render_nuclei, touching_pairs, with_spacing
+from ._field import add_hc_ec, object_table, render_nuclei, touching_pairs, with_spacing
 from ._nucleus import Chromatin, Geometry, _rho_at, place, random_geometry, rho_local
 from ._optics import DType, as_rng, camera, full_scale, illumination, psf_blur, uniform
 from ._sample import SynthSample
@@ -242,7 +242,8 @@ def cells_field(
                         read_noise=p["read_noise"] * fs)
 
     objects = object_table(nuc_labels, gn, chroma, index=index, hc_mask=hc_mask, covered=nuc_covered)
-    objects["hc_sum"], objects["ec_sum"], objects["hc_ec_ratio"] = hc_ec(nuc_labels, clean, hc_mask, present.size)
+    background = psf_blur(np.float32(p["background"] * fs) * illum, p["psf_sigma"])
+    objects = add_hc_ec(objects, nuc_labels, clean, background, hc_mask)
     m = present.size
     flat = cell_labels.ravel()
     cell_area = np.bincount(flat, minlength=m + 1)[1:]

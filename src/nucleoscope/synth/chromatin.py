@@ -8,7 +8,8 @@ of the truth.
 HC/EC definition (shared with ``nucleoscope.features``): the heterochromatin pixels are those where the
 rendered foci field (each focus a Gaussian of peak 1) is >= 0.5 inside the nucleus; HC = summed intensity
 of those pixels, EC = total nucleus intensity - HC, both on the noise-free image ``clean`` (after PSF,
-background included) over the nucleus label.
+background included) over the nucleus label; the ``*_signal`` columns repeat it on ``clean`` minus the
+background level (what a background-subtracted measurement should recover).
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def chromatin_crops(
         after class; ``labels`` (N, size, size) int32 with the nucleus = 1 in each crop; ``objects`` one row
         per crop: crop, class, class_name, value (class value), value_nucleus (after spread), label, area,
         diameter, hc_fraction (actual HC px / nucleus px), n_foci, hc_contrast, brightness, hc_sum, ec_sum,
-        hc_ec_ratio.
+        hc_ec_ratio, and hc_sum_signal, ec_sum_signal, hc_ec_ratio_signal (the same on ``clean`` minus the
+        crop's constant background).
     """
     rng = as_rng(rng)
     if parameter not in PARAMETERS:
@@ -172,12 +174,14 @@ def chromatin_crops(
                               read_noise=read_noise * fs)
             clean[i], labels[i], hc_mask[i] = cl, lab, hc
             hs, es, ratio = hc_ec(lab, cl, hc, 1)
+            hs_s, es_s, ratio_s = hc_ec(lab, cl - np.float32(optics["bg"] * fs), hc, 1)
             a = int((lab == 1).sum())
             rows.append(dict(
                 crop=i, **{"class": c}, class_name=class_names[c], value=value, value_nucleus=v, label=1,
                 area=a, diameter=2 * np.sqrt(g.a[0] * g.b[0]), hc_fraction=float(hc.sum()) / a,
                 n_foci=chroma.n_foci, hc_contrast=chroma.hc_contrast, brightness=chroma.brightness,
                 hc_sum=hs[0], ec_sum=es[0], hc_ec_ratio=ratio[0],
+                hc_sum_signal=hs_s[0], ec_sum_signal=es_s[0], hc_ec_ratio_signal=ratio_s[0],
             ))
     params = dict(parameter=parameter, values=values, class_names=list(class_names), spread=spread,
                   paired=paired, size=size, dtype=dtype)

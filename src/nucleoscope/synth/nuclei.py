@@ -12,7 +12,7 @@ from skimage.transform import resize
 
 from .._errors import InputError
 from ._artifacts import render_artifacts
-from ._field import hc_ec, object_table, render_nuclei, with_spacing
+from ._field import add_hc_ec, object_table, render_nuclei, with_spacing
 from ._nucleus import Chromatin, place, random_geometry
 from ._optics import DType, as_rng, camera, full_scale, illumination, psf_blur, uniform
 from ._sample import SynthSample
@@ -160,7 +160,8 @@ def nuclei_field(
         diameter / major_axis / minor_axis (rendered outline, px), aspect, angle (rad, major axis from +x
         towards +y), brightness (relative), hc_fraction (HC px / label px), n_foci, hc_contrast, touching,
         n_touching (labels sharing an edge), overlapping (rendered outlines overlap), at_border, hc_sum,
-        ec_sum, hc_ec_ratio (exact HC/EC truth on ``clean``, see ``synth.hc_ec``), condensed; and
+        ec_sum, hc_ec_ratio (exact HC/EC truth on ``clean``, see ``synth.hc_ec``), the same with a
+        ``_signal`` suffix on ``clean`` minus its background, condensed; and
         ``params``, the image-level values used.
 
     Examples
@@ -261,7 +262,8 @@ def nuclei_field(
     clean = psf_blur(clean, p["psf_sigma"]).astype(np.float32)
     image = camera(clean, rng, dtype=dtype, fs=fs, photons_full_scale=p["photons"], read_noise=p["read_noise"] * fs)
     objects = object_table(labels, g, chroma, index=index, hc_mask=hc_mask, covered=covered)
-    objects["hc_sum"], objects["ec_sum"], objects["hc_ec_ratio"] = hc_ec(labels, clean, hc_mask, len(objects))
+    background = psf_blur(np.float32(p["background"] * fs) * illum, p["psf_sigma"])
+    objects = add_hc_ec(objects, labels, clean, background, hc_mask)
     objects["condensed"] = condensed[index]
     objects = with_spacing(objects, spacing, p)
     log.debug("nuclei_field %s: %d nuclei, artifacts %s", shape, len(objects), counts)
