@@ -81,15 +81,16 @@ def test_patches_85_percent_rule_exact():
 
 
 def test_patches_drop_overexposed():
-    labels = np.zeros((64, 64), np.int32)
-    labels[:, :] = 1
+    labels = np.ones((64, 64), np.int32)
     image = np.full(labels.shape, 100.0, np.float32)
     image[:32, :32] = 4095  # the top-left patch is fully saturated
-    image[32:, 32:][:8, :] = 4095  # 8 of 32 rows = 25 % of the bottom-right patch: dropped (>= 25 %)
-    image[32:, :32][:7, :] = 4095  # 7 of 32 rows < 25 %: kept
+    image[32:, 32:][:8, :] = 3701  # 8 of 32 rows above 3700 = 25 % of the bottom-right patch: dropped
+    image[32:, :32][:7, :] = 4000  # 7 of 32 rows < 25 %: kept
+    image[:32, 32:] = 3700  # at, not above, SCENMED's level: kept
     kept = nucleus_patches(image, labels, saturation=4095)
     origins = [tuple(o) for o in kept.origins.tolist()]
-    assert (0, 0) not in origins and (32, 32) not in origins and (32, 0) in origins
+    assert (0, 0) not in origins and (32, 32) not in origins
+    assert (32, 0) in origins and (0, 32) in origins
     assert len(nucleus_patches(image, labels)) == 9  # no saturation given: nothing dropped
 
 

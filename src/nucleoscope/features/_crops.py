@@ -15,6 +15,8 @@ __all__ = [
     "PATCH_STRIDE",
     "PATCH_MIN_INSIDE",
     "PATCHNET_SIZES",
+    "OVEREXPOSED_LEVEL",
+    "OVEREXPOSED_FRACTION",
     "Crops",
     "nucleus_crops",
     "nucleus_patches",
@@ -25,7 +27,10 @@ PATCH_SIZE = 32  # SCENMED: 32 x 32 patches ...
 PATCH_STRIDE = 16  # ... with stride 16 ...
 PATCH_MIN_INSIDE = 0.85  # ... kept when >= 85 % nucleus
 PATCHNET_SIZES = (11, 17)  # SCENMED's PatchNet: 11 x 11 (NIH/3T3 vs BJ), 17 x 17 (BJ vs MCF10A)
-MAX_SATURATED = 0.25  # SPEC §6: overexposed when >= 25 % of the pixels are saturated
+# SCENMED (and SPEC §6, nucleoscope.qc): overexposed when >= 25 % of the pixels are above 3700 on a
+# 12-bit camera, i.e. above 3700 / 4095 of the detector's full scale; patches are filtered the same way.
+OVEREXPOSED_LEVEL = 3700 / 4095
+OVEREXPOSED_FRACTION = 0.25
 
 
 @dataclass(frozen=True, eq=False)
@@ -172,14 +177,15 @@ def nucleus_patches(
     stride: int = PATCH_STRIDE,
     min_inside: float = PATCH_MIN_INSIDE,
     saturation: float | None = None,
-    max_saturated: float = MAX_SATURATED,
+    overexposed_level: float = OVEREXPOSED_LEVEL,
+    overexposed_fraction: float = OVEREXPOSED_FRACTION,
 ) -> Crops:
     """Sliding-window patches inside each nucleus (SCENMED: 32 x 32, stride 16, >= 85 % nucleus).
 
     For each nucleus, windows on a grid with step ``stride`` starting at the nucleus's bounding-box
     corner (windows start inside the box and must lie inside the image) are kept when at least ``min_inside`` of their pixels belong to that nucleus and, with
-    ``saturation`` given, fewer than ``max_saturated`` of their pixels are at or above it (not
-    overexposed). PatchNet's patches are the same with ``size`` 11 or 17 (:data:`PATCHNET_SIZES`),
+    ``saturation`` given, are not overexposed (SCENMED's nucleus rule applied to the patch: fewer than
+    ``overexposed_fraction`` of its pixels above ``overexposed_level * saturation``). PatchNet's patches are the same with ``size`` 11 or 17 (:data:`PATCHNET_SIZES`),
     e.g. ``stride=size // 2``.
 
     Parameters
@@ -191,9 +197,11 @@ def nucleus_patches(
     min_inside : float
         Minimum fraction of the window inside the nucleus, in (0, 1].
     saturation : float, optional
-        Detector full scale (e.g. ``Image.saturation``); no overexposure test without it.
-    max_saturated : float
-        A patch with this fraction or more of saturated pixels is dropped.
+        Detector full scale (e.g. ``Image.saturation``: 4095 for 12-bit); no overexposure test without it.
+    overexposed_level : float
+        Fraction of full scale above which a pixel is overexposed (3700 / 4095, SCENMED).
+    overexposed_fraction : float
+        A patch with this fraction or more of overexposed pixels is dropped (0.25, SCENMED).
 
     Returns
     -------
@@ -224,7 +232,9 @@ def nucleus_patches(
                     continue
                 y0, x0 = r0 + yy, c0 + xx
                 patch = image[y0 : y0 + size, x0 : x0 + size]
-                if saturation is not None and (patch >= saturation).mean() >= max_saturated:
+                if saturation is not None and (
+                    (patch > overexposed_level * saturation).mean() >= overexposed_fraction
+                ):
                     continue
                 kept_img.append(patch)
                 kept_mask.append(m[yy : yy + size, xx : xx + size])
