@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-n", type=int, default=10, help="number of images (chromatin: crops per class)")
     parser.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="image size in px")
+    parser.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), help="image size in px (default 512 512)")
+    parser.add_argument("--size-range", type=int, nargs=2, metavar=("LO", "HI"),
+                        help="draw each image's height and width from LO..HI px instead (NuSeT: 256 640)")
     parser.add_argument("--dtype", choices=("uint8", "uint16", "float32"), help="image type (default per kind)")
     parser.add_argument("--diameter", type=float, nargs=2, metavar=("LO", "HI"), help="nucleus diameter range, px")
     parser.add_argument("--artifacts", type=float, help="artifact level for nuclei/cells (0 = none)")
@@ -123,7 +125,11 @@ def _samples(kind: str, args: argparse.Namespace, opts: dict):
         return
     fn = getattr(synth, _FUNCTIONS[kind])
     for i in range(args.n):
-        s = fn(size or (512, 512), rng=np.random.default_rng([args.seed, i]), **opts)
+        shape = size or (512, 512)
+        if args.size_range:  # its own stream, so image i is the same with or without it otherwise
+            lo, hi = args.size_range
+            shape = tuple(int(v) for v in np.random.default_rng([args.seed, i, 1]).integers(lo, hi + 1, 2))
+        s = fn(shape, rng=np.random.default_rng([args.seed, i]), **opts)
         arrays = {"images": s.image, "masks": s.labels}
         if kind == "nuclei":
             arrays["artifact_masks"] = s.artifact_mask
@@ -141,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.n < 1:
         raise InputError(f"-n must be >= 1, got {args.n}")
+    if args.size_range and not 8 <= args.size_range[0] <= args.size_range[1]:
+        raise InputError(f"--size-range needs 8 <= LO <= HI, got {args.size_range}")
     if not 0 <= args.val_fraction <= 1:
         raise InputError(f"--val-fraction must be in [0, 1], got {args.val_fraction}")
     opts = _options(args)
