@@ -52,6 +52,19 @@ def test_constant_image_has_no_nuclei(method, value):
     assert labels.max() == 0 and labels.shape == (32, 32) and details.n_objects == 0
 
 
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("scale", [1e30, 1e-30])
+def test_extreme_float_scale_gives_same_labels(method, scale):
+    # float32 squares overflow above ~1e19 (Otsu variance, Sobel): 1e30-valued images used to lose
+    # nuclei (otsu) or crash on an infinite histogram range (classic)
+    img, _ = _discs([(25, 25), (25, 90), (70, 30), (70, 95)], r=12)
+    ref, d_ref = method(img)
+    labels, d = method(img * np.float32(scale))
+    assert labels.max() == ref.max() == 4
+    assert (labels == ref).mean() > 0.999
+    assert d.threshold == pytest.approx(d_ref.threshold * scale, rel=1e-3)
+
+
 def test_diameter_from_pixel_size():
     img, _ = _discs([(48, 44)], r=12)
     _, d = segment_otsu(img, spacing=0.5)

@@ -104,11 +104,21 @@ class ClassicDetails:
     n_objects: int
 
 
-def _as_float(image: np.ndarray) -> np.ndarray:
+# Float32 values beyond ~1e18 overflow when squared (Otsu's between-class variance, Sobel magnitude) and
+# values below ~1e-19 underflow; the pipelines are scale-invariant, so such images are rescaled first.
+_SAFE_MAGNITUDE = (1e-6, 1e12)
+
+
+def _as_float(image: np.ndarray) -> tuple[np.ndarray, float]:
+    """The image as float32 and the factor it was divided by (1.0 unless its magnitude is extreme)."""
     image = np.asarray(image)
     if image.ndim != 2:
         raise ValueError(f"expected a 2D image (Y, X), got shape {image.shape}")
-    return image.astype(np.float32, copy=False)
+    img = image.astype(np.float64 if image.dtype == np.float64 else np.float32, copy=False)
+    peak = float(np.max(np.abs(img))) if img.size else 0.0
+    if np.isfinite(peak) and peak > 0 and not _SAFE_MAGNITUDE[0] <= peak <= _SAFE_MAGNITUDE[1]:
+        return (img / peak).astype(np.float32), peak
+    return img.astype(np.float32, copy=False), 1.0
 
 
 def _is_flat(image: np.ndarray) -> bool:
@@ -216,7 +226,7 @@ def segment_otsu(image: np.ndarray, *, spacing: float | None = None,
     details : ClassicDetails
     """
     config = config or ClassicConfig()
-    img = _as_float(image)
+    img, scale = _as_float(image)
     if _is_flat(img):
         return _empty(img, "otsu")
     sm = gaussian(img, sigma=config.smooth_sigma, preserve_range=True) if config.smooth_sigma else img
@@ -228,7 +238,7 @@ def segment_otsu(image: np.ndarray, *, spacing: float | None = None,
     else:
         labels = ndi.label(mask)[0].astype(np.int32)
     labels = _finish(labels, config, spacing)
-    return labels, ClassicDetails("otsu", t, diameter, int(labels.max()))
+    return labels, ClassicDetails("otsu", t * scale, diameter, int(labels.max()))
 
 
 def segment_scenmed(image: np.ndarray, *, spacing: float | None = None,
@@ -247,7 +257,7 @@ def segment_scenmed(image: np.ndarray, *, spacing: float | None = None,
     Parameters and returns as :func:`segment_otsu`.
     """
     config = config or ClassicConfig()
-    img = _as_float(image)
+    img, scale = _as_float(image)
     if _is_flat(img):
         return _empty(img, "classic")
     sm = gaussian(img, sigma=config.smooth_sigma, preserve_range=True) if config.smooth_sigma else img
@@ -273,7 +283,7 @@ def segment_scenmed(image: np.ndarray, *, spacing: float | None = None,
     else:
         labels = ndi.label(binary)[0].astype(np.int32)
     labels = _finish(labels, config, spacing)
-    return labels, ClassicDetails("classic", t, diameter, int(labels.max()))
+    return labels, ClassicDetails("classic", t * scale, diameter, int(labels.max()))
 
 
 def threshold_shanbhag(image: np.ndarray, *, nbins: int = 256) -> float:
@@ -324,7 +334,7 @@ def segment_tissue(image: np.ndarray, *, spacing: float | None = None,
     Parameters and returns as :func:`segment_otsu`.
     """
     config = config or ClassicConfig()
-    img = _as_float(image)
+    img, scale = _as_float(image)
     if _is_flat(img):
         return _empty(img, "tissue")
     sm = gaussian(img, sigma=config.smooth_sigma, preserve_range=True) if config.smooth_sigma else img
@@ -338,4 +348,4 @@ def segment_tissue(image: np.ndarray, *, spacing: float | None = None,
     else:
         labels = ndi.label(mask)[0].astype(np.int32)
     labels = _finish(labels, config, spacing)
-    return labels, ClassicDetails("tissue", t, diameter, int(labels.max()))
+    return labels, ClassicDetails("tissue", t * scale, diameter, int(labels.max()))
