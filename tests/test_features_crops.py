@@ -163,3 +163,25 @@ def test_hdf5_rejects_other_files(tmp_path):
     (tmp_path / "junk.h5").write_text("not hdf5")
     with pytest.raises(InputError):
         read_crops_h5(tmp_path / "junk.h5")
+
+
+def test_measure_patches_99_columns():
+    from nucleoscope.features import PATCH_TEXTURE_COLUMNS, lbp_features, measure_patches, zernike_features
+
+    rng = np.random.default_rng(7)
+    labels = np.zeros((80, 80), np.int32)
+    labels[5:75, 5:75] = 4
+    image = rng.random((80, 80)).astype(np.float32) * 100 + 10
+    p = nucleus_patches(image, labels)
+    t = measure_patches(p)
+    assert len(PATCH_TEXTURE_COLUMNS) == 99
+    assert list(t.columns[4:]) == PATCH_TEXTURE_COLUMNS and len(t) == len(p) == 9  # 3 x 3 starts
+    assert t["ObjectNumber"].dtype == np.int32 and (t["ObjectNumber"] == 4).all()
+    assert t[["Patch_Origin_Y", "Patch_Origin_X"]].iloc[1].tolist() == [5, 21]
+    k = 5
+    ref = {**lbp_features(p.images[k].astype(float), p.masks[k]), **zernike_features(p.images[k].astype(float), p.masks[k])}
+    for c, v in ref.items():
+        assert t.loc[k, c] == pytest.approx(v)
+    empty = measure_patches(nucleus_patches(image, 0 * labels))
+    assert len(empty) == 0 and list(empty.columns) == list(t.columns)
+    assert (empty.dtypes.iloc[:4].tolist() == t.dtypes.iloc[:4].tolist())

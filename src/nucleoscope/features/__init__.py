@@ -21,7 +21,16 @@ from ._crops import (
 )
 from ._intensity import INTENSITY_COLUMNS, background_level, intensity_features
 from ._shape import SHAPE_COLUMNS, feret_diameters, shape_features
-from ._table import GROUPS, SCENMED_COLUMNS, FeatureConfig, FeatureSet, feature_columns, measure_nuclei
+from ._table import (
+    GROUPS,
+    PATCH_TEXTURE_COLUMNS,
+    SCENMED_COLUMNS,
+    FeatureConfig,
+    FeatureSet,
+    feature_columns,
+    measure_nuclei,
+    measure_patches,
+)
 from ._texture import (
     GABOR_COLUMNS,
     HARALICK_COLUMNS,
@@ -40,6 +49,8 @@ from ._texture import (
 
 __all__ = [
     "measure_nuclei",
+    "measure_patches",
+    "PATCH_TEXTURE_COLUMNS",
     "feature_columns",
     "FeatureConfig",
     "FeatureSet",

@@ -101,6 +101,44 @@ def feret_diameters(mask: np.ndarray) -> tuple[float, float]:
     return max_feret, min_feret
 
 
+_DIAGONALS = np.array([[1.0, 1.0], [1.0, -1.0], [-1.0, 1.0], [-1.0, -1.0]]) / np.sqrt(2)
+_AXES = np.array([[1.0, 0.0], [0.0, 1.0]])
+
+
+def _hull_measures(padded: np.ndarray, area: int) -> tuple[float, float, float]:
+    """(max Feret, min Feret, convex area) of a mask with a background border, from one hull.
+
+    The hull of the pixel corners is the Minkowski sum of the hull C of the pixel centres with the
+    unit square, and the hull of the edge midpoints (scikit-image's convex image) is C plus the diamond
+    |dy| + |dx| <= 1/2. A Minkowski sum's vertices are sums of vertices and its edge normals are the
+    union of both shapes' edge normals, so one qhull call on the centres gives everything (two calls
+    on 4x as many points before).
+    """
+    inner = padded.copy()
+    inner[1:-1, 1:-1] &= padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    edge = np.argwhere(padded & ~inner).astype(np.float64)
+    try:
+        hull = ConvexHull(edge)
+    except QhullError:  # collinear centres (a line of pixels): hull the corners directly
+        verts, corner_hull = _corner_hull(padded)
+        normals = corner_hull.equations[:, :2]
+        v_centres = edge
+    else:
+        v_centres = edge[hull.vertices]
+        verts = (v_centres[:, None, :] + _CORNERS[None]).reshape(-1, 2)
+        normals = np.vstack([hull.equations[:, :2], _AXES])
+    d = verts[:, None, :] - verts[None, :, :]
+    max_feret = float(np.sqrt((d**2).sum(-1).max()))
+    proj = verts @ normals.T
+    min_feret = float((proj.max(axis=0) - proj.min(axis=0)).min())
+    # Convex area: pixel centres inside C + diamond; mask pixels are inside by construction.
+    mid_normals = np.vstack([normals, _DIAGONALS])
+    support = (v_centres @ mid_normals.T).max(axis=0) + 0.5 * np.abs(mid_normals).max(axis=1)
+    others = np.argwhere(~padded).astype(np.float64)
+    inside = (others @ mid_normals.T <= support + 1e-9).all(axis=1)
+    return max_feret, min_feret, float(area + inside.sum())
+
+
 def shape_features(
     mask: np.ndarray, *, offset: tuple[int, int] = (0, 0), spacing: float | None = None
 ) -> dict[str, float]:
@@ -169,19 +207,9 @@ def shape_features(
 
     box = mask[rmin:rmax, cmin:cmax]
     padded = np.pad(box, 1)
-    verts, hull = _corner_hull(padded)
-    _, mid_hull = _corner_hull(padded, _MIDPOINTS)
-    if hull is not None and mid_hull is not None:
-        # Mask pixels are inside by construction; test only the others.
-        centres = np.argwhere(~padded).astype(np.float64)
-        inside = (centres @ mid_hull.equations[:, :2].T + mid_hull.equations[:, 2] <= 1e-9).all(axis=1)
-        convex_area = float(area + inside.sum())
-        d = verts[:, None, :] - verts[None, :, :]
-        out["AreaShape_MaxFeretDiameter"] = float(np.sqrt((d**2).sum(-1).max()))
-        dist = -(verts @ hull.equations[:, :2].T + hull.equations[:, 2])
-        out["AreaShape_MinFeretDiameter"] = float(dist.max(axis=0).min())
-    else:  # pragma: no cover
-        convex_area = float(area)
+    max_feret, min_feret, convex_area = _hull_measures(padded, area)
+    out["AreaShape_MaxFeretDiameter"] = max_feret
+    out["AreaShape_MinFeretDiameter"] = min_feret
     out["AreaShape_ConvexArea"] = convex_area
     perim = float(perimeter_crofton(padded, directions=4))
     out["AreaShape_Perimeter"] = perim

@@ -12,8 +12,9 @@ import pandas as pd
 
 from .._errors import InputError
 from ._chromatin import CHROMATIN_COLUMNS, chromatin_features
-from ._objects import object_slices
+from ._crops import Crops
 from ._intensity import INTENSITY_COLUMNS, background_level, intensity_features
+from ._objects import object_slices
 from ._shape import SHAPE_COLUMNS, shape_features
 from ._texture import (
     GABOR_COLUMNS,
@@ -30,7 +31,16 @@ from ._texture import (
     zernike_features,
 )
 
-__all__ = ["FeatureSet", "FeatureConfig", "GROUPS", "feature_columns", "measure_nuclei", "SCENMED_COLUMNS"]
+__all__ = [
+    "FeatureSet",
+    "FeatureConfig",
+    "GROUPS",
+    "feature_columns",
+    "measure_nuclei",
+    "measure_patches",
+    "SCENMED_COLUMNS",
+    "PATCH_TEXTURE_COLUMNS",
+]
 
 log = logging.getLogger(__name__)
 
@@ -226,4 +236,42 @@ def _measure(
         rows[i] = [feats[c] for c in columns[1:]]
     table = pd.DataFrame(rows, columns=columns[1:])
     table.insert(0, "ObjectNumber", ids.astype(np.int32))
+    return table
+
+
+# The 99 per-patch texture columns (SCENMED_COLUMNS without the five shape columns).
+PATCH_TEXTURE_COLUMNS: list[str] = [*LBP_COLUMNS, *PFTAS_COLUMNS, *ZERNIKE_COLUMNS]
+_PATCH_ID_COLUMNS = ["ObjectNumber", "Patch_Origin_Y", "Patch_Origin_X", "Patch_InsideFraction"]
+
+
+def measure_patches(crops: Crops) -> pd.DataFrame:
+    """SCENMED's 99 texture features for every window of a :class:`Crops` (patches or crops).
+
+    Each window is measured over its own nucleus's pixels (``crops.masks``): LBP riu2 r1-3, PFTAS,
+    Zernike (see :data:`SCENMED_COLUMNS`; shape is meaningless for a patch).
+
+    Parameters
+    ----------
+    crops : Crops
+        From :func:`nucleus_patches` or :func:`nucleus_crops`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``ObjectNumber`` (int32), ``Patch_Origin_Y``/``_X`` (int64, top-left pixel in the image),
+        ``Patch_InsideFraction`` (float64), then :data:`PATCH_TEXTURE_COLUMNS` (float64); one row per
+        window in the order of ``crops``; zero rows with the same columns when there is none.
+    """
+    n = len(crops)
+    data = np.empty((n, len(PATCH_TEXTURE_COLUMNS)), dtype=np.float64)
+    for k in range(n):
+        img = crops.images[k].astype(np.float64)
+        m = crops.masks[k]
+        feats = {**lbp_features(img, m), **pftas_features(img, m), **zernike_features(img, m)}
+        data[k] = [feats[c] for c in PATCH_TEXTURE_COLUMNS]
+    table = pd.DataFrame(data, columns=PATCH_TEXTURE_COLUMNS)
+    table.insert(0, "Patch_InsideFraction", np.asarray(crops.inside_fraction, np.float64))
+    table.insert(0, "Patch_Origin_X", np.asarray(crops.origins[:, 1], np.int64))
+    table.insert(0, "Patch_Origin_Y", np.asarray(crops.origins[:, 0], np.int64))
+    table.insert(0, "ObjectNumber", np.asarray(crops.object_numbers, np.int32))
     return table
