@@ -97,3 +97,24 @@ def test_in_the_table():
 def test_empty_mask_is_nan():
     f = chromatin_features(np.ones((5, 5)), np.zeros((5, 5), bool))
     assert np.isnan(f["Chromatin_HCEC"]) and f["Chromatin_NucleusArea"] == 0
+
+
+def test_synthetic_chromatin_classes_with_known_hcec():
+    """On nucleoscope.synth's crops (exact HC/EC truth from the rendered foci), HC/EC measured with the
+    default rule ranks nuclei like the truth and separates the two heterochromatin-fraction classes.
+    (Measured: Spearman 0.74 at this seed; mean + k SD with k = 1 ranked best among k = 0.5-2,
+    median + k MAD and Otsu, see docs/features.md.)"""
+    from scipy.stats import spearmanr
+
+    synth = pytest.importorskip("nucleoscope.synth")
+    s = synth.chromatin_crops(20, rng=0, values=(0.06, 0.18))
+    measured = []
+    for img, lab in zip(s.image, s.labels):
+        img = img.astype(np.float64)
+        img -= np.median(img[lab == 0])  # background-subtracted, as the *_signal truth
+        measured.append(chromatin_features(img, lab == 1, refine_mask=lab == 0)["Chromatin_HCEC"])
+    measured = np.array(measured)
+    truth = s.objects["hc_ec_ratio_signal"].to_numpy()
+    assert spearmanr(measured, truth)[0] > 0.6
+    cls = s.objects["class"].to_numpy()
+    assert measured[cls == 1].mean() > 1.2 * measured[cls == 0].mean()
