@@ -224,3 +224,17 @@ def test_degenerate_lines():
     assert f["AreaShape_MinFeretDiameter"] == pytest.approx(1.0)
     assert f["AreaShape_MaxFeretDiameter"] == pytest.approx(np.hypot(1, 7))
     assert f["AreaShape_Eccentricity"] == pytest.approx(1.0)
+
+
+def test_feature_config_validation():
+    from nucleoscope.features import FeatureConfig
+
+    with pytest.raises(InputError):
+        FeatureConfig(haralick_levels=1)
+    with pytest.raises(InputError):
+        FeatureConfig(hc_k=float("nan"))
+    image, labels = _two_nuclei()
+    a = measure_nuclei(image, labels, config=FeatureConfig(haralick_levels=8))
+    b = measure_nuclei(image, labels)
+    assert a.loc[0, "Texture_Haralick_Contrast"] != b.loc[0, "Texture_Haralick_Contrast"]
+    pd.testing.assert_series_equal(a["AreaShape_Area"], b["AreaShape_Area"])

@@ -44,10 +44,8 @@ _PHYSICAL = {
 }
 SHAPE_COLUMNS: list[str] = _PIXEL_COLUMNS + [f"{c}_{'um2' if p == 2 else 'um'}" for c, p in _PHYSICAL.items()]
 
-# The four corners of a pixel (half a pixel either side of its centre), and its four edge midpoints
-# (scikit-image's convex_hull_image(offset_coordinates=True) representation, used for ConvexArea).
+# The four corners of a pixel (half a pixel either side of its centre).
 _CORNERS = np.array([[-0.5, -0.5], [-0.5, 0.5], [0.5, -0.5], [0.5, 0.5]])
-_MIDPOINTS = np.array([[-0.5, 0.0], [0.5, 0.0], [0.0, -0.5], [0.0, 0.5]])
 
 
 def _corner_hull(mask: np.ndarray, offsets: np.ndarray = _CORNERS) -> tuple[np.ndarray, ConvexHull | None]:

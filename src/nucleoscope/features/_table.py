@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -42,8 +41,6 @@ __all__ = [
     "PATCH_TEXTURE_COLUMNS",
 ]
 
-log = logging.getLogger(__name__)
-
 FeatureSet = Literal["shape", "default", "all"]
 
 
@@ -64,6 +61,12 @@ class FeatureConfig:
     haralick_levels: int = 32
     hc_k: float = 1.0
     hc_refine: bool = True
+
+    def __post_init__(self) -> None:
+        if int(self.haralick_levels) != self.haralick_levels or not 2 <= self.haralick_levels <= 4096:
+            raise InputError(f"haralick_levels must be an integer in [2, 4096], got {self.haralick_levels}")
+        if not np.isfinite(self.hc_k):
+            raise InputError(f"hc_k must be a finite number, got {self.hc_k}")
 
 
 # group name -> columns, in table order
