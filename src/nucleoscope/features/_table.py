@@ -132,8 +132,7 @@ def _check(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarra
         raise InputError("labels must be >= 0 (0 = background)")
     if not np.issubdtype(image.dtype, np.number) or np.issubdtype(image.dtype, np.complexfloating):
         raise InputError(f"image must be real-valued, got {image.dtype}")
-    image = image.astype(np.float64, copy=False)
-    if not np.isfinite(image).all():
+    if np.issubdtype(image.dtype, np.floating) and not np.isfinite(image).all():
         raise InputError("image contains NaN or infinite values")
     return image, labels
 
@@ -214,7 +213,8 @@ def _measure(
         x1 = min(sl[1].stop + _PAD, W)
         crop_l = seq[y0:y1, x0:x1]
         mask = crop_l == i + 1
-        crop = image[y0:y1, x0:x1]
+        # float64 per crop, not for the whole image: a 10240 x 10240 field would need 800 MB.
+        crop = image[y0:y1, x0:x1].astype(np.float64)
         compute = {
             "shape": lambda: shape_features(mask, offset=(y0, x0), spacing=spacing),
             "intensity": lambda: intensity_features(crop[mask], background=background, saturation=saturation),
