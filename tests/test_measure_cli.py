@@ -121,3 +121,19 @@ def test_help(flag, capsys):
     with pytest.raises(SystemExit):
         main(["measure", flag])
     assert "--labels" in capsys.readouterr().out
+
+
+def test_unexpected_error_is_recorded(tmp_path, monkeypatch):
+    import nucleoscope.features as feats
+
+    _write_pair(tmp_path, "a", 1)
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("kaboom")
+
+    monkeypatch.setattr(feats, "measure_nuclei", boom)
+    out = tmp_path / "out"
+    assert main(["measure", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "-o", str(out)]) == 1
+    imgs = pd.read_csv(out / "images.csv")
+    assert imgs.loc[0, "status"] == "failed" and "RuntimeError: kaboom" in imgs.loc[0, "error"]
+    assert len(read_table(out / "nuclei.parquet")) == 0

@@ -112,7 +112,7 @@ class MeasureOptions:
 
 
 def measure_file(name: str, image_path: Path, labels_path: Path | None, opts: MeasureOptions) -> dict[str, Any]:
-    """Measure one image; never raises for bad input: the error goes into the returned record.
+    """Measure one image; never raises: a failure (bad input or unexpected) goes into the record.
 
     Returns
     -------
@@ -151,6 +151,9 @@ def measure_file(name: str, image_path: Path, labels_path: Path | None, opts: Me
     except InputError as exc:
         record.update(status="failed", error=str(exc))
         log.warning("%s", exc)
+    except Exception as exc:  # noqa: BLE001 - one image's unexpected failure must not end the batch
+        record.update(status="failed", error=f"{image_path}: unexpected {type(exc).__name__}: {exc}")
+        log.exception("measuring %s failed", image_path)
     record["seconds"] = round(time.perf_counter() - t0, 3)
     return result
 
