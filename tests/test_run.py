@@ -157,3 +157,77 @@ def test_demo(tmp_path, capsys):
     assert "IXMtest_C09_s7" in text
     images = pd.read_csv(tmp_path / "demo" / "images.csv")
     assert (images["Status"] == "ok").all() and images["Count"].sum() > 250
+
+
+# ------------------------------------------------------------------ QA: defects found by using the CLI
+
+
+def test_output_folder_may_be_the_input_folder(tmp_path):
+    # `run d -o d` used to exclude the whole input folder: zero images, exit 0, an empty table
+    d = tmp_path / "in"
+    d.mkdir()
+    img, _ = _field()
+    tifffile.imwrite(d / "a.tif", img)
+    assert main(["run", str(d), "-o", str(d), "--method", "otsu", "-q", "--features", "shape"]) == 0
+    assert len(pd.read_parquet(d / "nuclei.parquet")) == 5
+    # again, recursively: labels/a.tif and overlays/ must not become inputs
+    assert main(["run", str(d), "-o", str(d), "-r", "--method", "otsu", "-q", "--features", "shape"]) == 0
+    images = pd.read_csv(d / "images.csv", dtype={"ImageName": str})
+    assert list(images["ImageName"]) == ["a"]
+    assert json.loads((d / "run.json").read_text())["n_resumed"] == 1
+
+
+def test_unwritable_output_folder_is_usage_error(tmp_path, capsys):
+    img, _ = _field()
+    tifffile.imwrite(tmp_path / "a.tif", img)
+    (tmp_path / "afile").write_text("x")
+    # used to end in a FileExistsError traceback
+    assert main(["run", str(tmp_path / "a.tif"), "-o", str(tmp_path / "afile"), "--method", "otsu", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "afile" in err and "cannot write to the output folder" in err
+
+
+def test_resume_writes_overlays_and_rois_asked_for_later(tmp_path):
+    img, _ = _field()
+    d = tmp_path / "in"
+    d.mkdir()
+    tifffile.imwrite(d / "a.tif", img)
+    out = tmp_path / "out"
+    args = ["run", str(d), "-o", str(out), "--method", "otsu", "-q", "--features", "shape"]
+    assert main([*args, "--no-overlays"]) == 0
+    assert not (out / "overlays" / "a.png").exists()
+    assert "overlays/a.png" not in (out / "report.html").read_text()  # no link to a missing file
+    # adding --rois (and dropping --no-overlays) on the resumed run used to write neither
+    assert main([*args, "--rois"]) == 0
+    assert (out / "overlays" / "a.png").exists() and (out / "rois" / "a.zip").exists()
+    assert json.loads((out / "run.json").read_text())["n_nuclei"] == 5
+    assert main([*args, "--rois"]) == 0
+    assert json.loads((out / "run.json").read_text())["n_resumed"] == 1
+
+
+@pytest.mark.parametrize("bad", [["--pixel-size", "-1"], ["--pixel-size", "nan"], ["--jobs", "0"],
+                                 ["--diameter", "0"], ["--edge-margin", "-4"], ["--plane", "-1"]])
+def test_bad_option_values_are_usage_errors(tmp_path, capsys, bad):
+    # these used to raise ValueError tracebacks from RunConfig/ClassicConfig/QCConfig (or run silently)
+    with pytest.raises(SystemExit) as ei:
+        main(["run", str(tmp_path), "-o", str(tmp_path / "o"), "-q", *bad])
+    assert ei.value.code == 2
+    assert bad[0] in capsys.readouterr().err
+
+
+def test_diameter_um_without_pixel_size_is_usage_error(tmp_path, capsys):
+    assert main(["run", str(tmp_path), "-o", str(tmp_path / "o"), "-q", "--diameter", "10", "--diameter-um"]) == 2
+    assert "--pixel-size" in capsys.readouterr().err
+
+
+def test_report_links_are_url_encoded(tmp_path):
+    img, _ = _field()
+    d = tmp_path / "in"
+    d.mkdir()
+    tifffile.imwrite(d / "well #3 50%.tif", img)
+    out = tmp_path / "out"
+    assert main(["run", str(d), "-o", str(out), "--method", "otsu", "-q", "--features", "shape"]) == 0
+    assert (out / "overlays" / "well #3 50%.png").exists()
+    report = (out / "report.html").read_text()
+    assert "href='overlays/well%20%233%2050%25.png'" in report
+    assert "href='overlays/well #3" not in report

@@ -246,8 +246,16 @@ def _process_one(path: str, name: str, out: str, config: RunConfig, method: str)
     return rec
 
 
-def _load_done(out: Path, name: str, key: str) -> dict | None:
-    """The earlier record of ``name`` if it finished OK with the same parameters and its files exist."""
+# Sub-folders a run writes; never listed as inputs when the output folder lies in (or is) the input folder.
+_OUTPUT_SUBFOLDERS = ("labels", "overlays", "rois", ".state")
+
+
+def _load_done(out: Path, name: str, key: str, config: RunConfig | None = None) -> dict | None:
+    """The earlier record of ``name`` if it finished OK with the same parameters and its files exist.
+
+    Overlays and ROIs do not change the results (they are not in the key), but when ``config`` asks for
+    them and they are missing (an earlier run had ``--no-overlays`` or no ``--rois``) the image is redone.
+    """
     st = _state_dir(out)
     try:
         rec = json.loads((st / f"{name}.json").read_text())
@@ -256,6 +264,10 @@ def _load_done(out: Path, name: str, key: str) -> dict | None:
     if rec.get("Status") != "ok" or rec.get("Key") != key:
         return None
     if not (st / f"{name}.parquet").exists() or not (out / "labels" / f"{name}.tif").exists():
+        return None
+    if config is not None and config.overlays and not (out / "overlays" / f"{name}.png").exists():
+        return None
+    if config is not None and config.rois and not (out / "rois" / f"{name}.zip").exists():
         return None
     return rec
 
@@ -289,25 +301,36 @@ def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, confi
     Raises
     ------
     InputError
-        When an input matches no file (nothing is run then).
+        When an input matches no file, or the output folder cannot be created or written (nothing is
+        run then).
     """
     from . import io
 
     out = Path(out)
     started = _dt.datetime.now(_dt.timezone.utc)
-    paths = io.find_images(inputs, recursive=recursive, exclude=[out])
+    # Only the folders we write are excluded, so that ``-o`` may name the input folder itself.
+    paths = io.find_images(inputs, recursive=recursive, exclude=[out / d for d in _OUTPUT_SUBFOLDERS])
+    if not paths:
+        raise InputError("no image to analyse: every input lies in the output folder's own sub-folders")
     names = io.unique_names(paths)
     method = resolve_method(config.method)
     config_run = RunConfig(**{**asdict(config), "qc": config.qc, "method": method})
     key = config_run.key()
-    out.mkdir(parents=True, exist_ok=True)
-    _state_dir(out).mkdir(exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _state_dir(out).mkdir(exist_ok=True)
+        probe = _state_dir(out) / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        why = "it is a file" if out.is_file() else (exc.strerror or str(exc))
+        raise InputError(f"cannot write to the output folder: {why}", path=out) from None
     model = _model_identity(method)
 
     records: dict[str, dict] = {}
     todo = []
     for p, n in zip(paths, names):
-        done = _load_done(out, n, key)
+        done = _load_done(out, n, key, config_run)
         if done is not None:
             records[n] = done
         else:

@@ -8,14 +8,39 @@ Exits 1 if any image failed (after finishing the others), 2 on a usage error.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 
+from .. import InputError
 from ..pipeline import RunConfig
 from ..qc import QCConfig
 from ..segment import METHODS
 
 __all__ = ["add_arguments", "run", "add_run_options", "config_from_args"]
+
+
+def _positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (a bad value is a usage error, not a traceback)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return v
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
+        return v
+    return parse
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -24,27 +49,27 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="segmenter: auto = the bundled NuSeT model when available, else otsu; "
                         "classic = SCENMED's marker watershed; otsu = Otsu + distance watershed; "
                         "tissue = SCENMED's tissue pipeline (default: auto)")
-    p.add_argument("--pixel-size", type=float, metavar="UM",
+    p.add_argument("--pixel-size", type=_positive_float, metavar="UM",
                    help="pixel size in µm (overrides the files' metadata); physical columns need it")
-    p.add_argument("--diameter", type=float, metavar="D",
+    p.add_argument("--diameter", type=_positive_float, metavar="D",
                    help="typical nucleus diameter in px (or in µm with --diameter-um); default: estimated per image")
     p.add_argument("--diameter-um", action="store_true", help="--diameter is in µm (needs a pixel size)")
     p.add_argument("--features", default="default", choices=["shape", "default", "all"],
                    help="measurement groups: shape (+intensity), default (SCENMED's set), all (+run length, Gabor)")
     p.add_argument("--drop-flagged", action="store_true", help="remove QC-flagged nuclei from labels and table")
-    p.add_argument("--edge-margin", type=int, default=QCConfig().edge_margin, metavar="PX",
+    p.add_argument("--edge-margin", type=_int_at_least(0), default=QCConfig().edge_margin, metavar="PX",
                    help="flag nuclei within this many px of the frame (default: %(default)s, SCENMED)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
     p.add_argument("--rois", action="store_true", help="also write rois/<image>.zip for Fiji's ROI Manager")
-    p.add_argument("-j", "--jobs", type=int, default=1, help="worker processes (default: 1)")
+    p.add_argument("-j", "--jobs", type=_int_at_least(1), default=1, help="worker processes (default: 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     p.add_argument("-o", "--out", required=True, metavar="OUT", help="output folder")
-    p.add_argument("--channel", type=int, metavar="C", help="channel of a multichannel image (0-based)")
-    p.add_argument("--plane", type=int, metavar="Z", help="plane of a z-stack or time series (0-based)")
+    p.add_argument("--channel", type=_int_at_least(0), metavar="C", help="channel of a multichannel image (0-based)")
+    p.add_argument("--plane", type=_int_at_least(0), metavar="Z", help="plane of a z-stack or time series (0-based)")
     p.add_argument("-r", "--recursive", action="store_true", help="also search sub-folders")
     add_run_options(p)
 
@@ -54,7 +79,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     if args.diameter is not None:
         if args.diameter_um:
             if not args.pixel_size:
-                raise SystemExit("nucleoscope: --diameter-um needs --pixel-size")
+                raise InputError("--diameter-um needs --pixel-size")
             opts["diameter"] = args.diameter / args.pixel_size
         else:
             opts["diameter"] = args.diameter
@@ -85,8 +110,10 @@ def run(args: argparse.Namespace) -> int:
                        recursive=args.recursive, command=shlex.join(["nucleoscope", *sys.argv[1:]]))
     n_fail = int((images["Status"] != "ok").sum())
     if not args.quiet:
-        print(f"{len(images) - n_fail} of {len(images)} images ok, {int(images['Count'].sum())} nuclei "
-              f"-> {args.out}", file=sys.stderr)
+        how = f"method {method}" + (" (auto: no NuSeT model installed)" if args.method == "auto"
+                                    and method != "nuset" else "")
+        print(f"{len(images) - n_fail} of {len(images)} images ok, {int(images['Count'].sum())} nuclei, "
+              f"{how} -> {args.out}", file=sys.stderr)
         for _, r in images[images["Status"] != "ok"].iterrows():
             print(f"failed: {r['Error']}", file=sys.stderr)
     return 1 if n_fail else 0

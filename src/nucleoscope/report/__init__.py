@@ -7,6 +7,7 @@ import html
 import io as _io
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -80,6 +81,11 @@ def _e(x) -> str:
     return html.escape(str(x))
 
 
+def _href(name: str) -> str:
+    """Relative link to ``overlays/<name>.png``, percent-encoded: names may hold ``#``, ``?``, ``%``, spaces."""
+    return html.escape("overlays/" + quote(f"{name}.png"))
+
+
 def write_report(out: str | os.PathLike, images: pd.DataFrame, nuclei: pd.DataFrame, run_info: dict) -> Path:
     """Write ``out/report.html`` for a finished run.
 
@@ -137,20 +143,22 @@ def write_report(out: str | os.PathLike, images: pd.DataFrame, nuclei: pd.DataFr
     for _, r in images.iterrows():
         ok = r["Status"] == "ok"
         name = _e(r["ImageName"])
-        link = f"<a href='overlays/{name}.png'>{name}</a>" if ok else name
+        has_overlay = ok and (out / "overlays" / f"{r['ImageName']}.png").exists()
+        link = f"<a href='{_href(r['ImageName'])}'>{name}</a>" if has_overlay else name
         mp = f"{r['Megapixels']:.2f}" if pd.notna(r["Megapixels"]) else ""
         parts.append(f"<tr><td>{link}</td><td class='{'ok' if ok else 'failed'}'>{_e(r['Status'])}</td>"
                      f"<td class='num'>{int(r['Count'])}</td><td class='num'>{int(r['Flagged'])}</td>"
                      f"<td class='num'>{mp}</td><td class='num'>{r['Seconds']:.2f}</td></tr>")
     parts.append("</table>")
-    ok_names = images.loc[images["Status"] == "ok", "ImageName"].tolist()
+    ok_names = [n for n in images.loc[images["Status"] == "ok", "ImageName"]
+                if (out / "overlays" / f"{n}.png").exists()]  # none with --no-overlays
     if ok_names:
         parts.append("<h2>Overlays</h2><p>Cyan: nuclei; orange: QC-flagged. Click for full size.</p>"
                      "<div class='thumbs'>")
         for name in ok_names[:MAX_THUMBNAILS]:
             uri = _thumbnail(out / "overlays" / f"{name}.png")
             if uri:
-                parts.append(f"<figure><a href='overlays/{_e(name)}.png'><img src='{uri}' alt='{_e(name)}'></a>"
+                parts.append(f"<figure><a href='{_href(name)}'><img src='{uri}' alt='{_e(name)}'></a>"
                              f"<figcaption>{_e(name)}</figcaption></figure>")
         parts.append("</div>")
         if len(ok_names) > MAX_THUMBNAILS:
