@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import imagecodecs
 import numpy as np
@@ -231,3 +232,20 @@ def test_report_links_are_url_encoded(tmp_path):
     report = (out / "report.html").read_text()
     assert "href='overlays/well%20%233%2050%25.png'" in report
     assert "href='overlays/well #3" not in report
+
+
+def test_rerun_removes_temporaries_of_a_killed_run(tmp_path):
+    # a run killed mid-write (timeout, Ctrl-C) used to leave hidden .~<pid>-<hex>.<name> files for ever
+    img, _ = _field()
+    d = tmp_path / "in"
+    d.mkdir()
+    tifffile.imwrite(d / "a.tif", img)
+    out = tmp_path / "out"
+    (out / "labels").mkdir(parents=True)
+    dead = out / "labels" / ".~99999999-0a1b2c3d.a.tif"    # beyond any pid_max: no such process
+    alive = out / "labels" / f".~{os.getpid()}-0a1b2c3d.b.tif"  # a concurrent writer: kept
+    dead.write_bytes(b"partial")
+    alive.write_bytes(b"partial")
+    assert main(["run", str(d), "-o", str(out), "--method", "otsu", "-q", "--features", "shape"]) == 0
+    assert not dead.exists() and alive.exists()
+    assert tifffile.imread(out / "labels" / "a.tif").max() == 5

@@ -19,6 +19,7 @@ Layout of the output folder::
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -250,6 +251,35 @@ def _process_one(path: str, name: str, out: str, config: RunConfig, method: str)
 _OUTPUT_SUBFOLDERS = ("labels", "overlays", "rois", ".state")
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists but belongs to someone else
+        return True
+    return True
+
+
+def _remove_stale_temporaries(out: Path) -> int:
+    """Delete ``.~<pid>-<hex>.<name>`` files (see :func:`nucleoscope.io.atomic_path`) left by killed runs.
+
+    A run killed mid-write (Ctrl-C, a batch system's time limit) leaves its temporary files behind; they
+    are hidden and never read, but pile up. Files of a process still running (a concurrent run) are kept.
+    """
+    removed = 0
+    for folder in [out, *(out / d for d in _OUTPUT_SUBFOLDERS)]:
+        if not folder.is_dir():
+            continue
+        for f in folder.glob(".~*-*.*"):
+            pid = f.name[2:].split("-", 1)[0]
+            if pid.isdigit() and not _pid_alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    f.unlink()
+                    removed += 1
+    return removed
+
+
 def _load_done(out: Path, name: str, key: str, config: RunConfig | None = None) -> dict | None:
     """The earlier record of ``name`` if it finished OK with the same parameters and its files exist.
 
@@ -325,6 +355,8 @@ def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, confi
     except OSError as exc:
         why = "it is a file" if out.is_file() else (exc.strerror or str(exc))
         raise InputError(f"cannot write to the output folder: {why}", path=out) from None
+    if _remove_stale_temporaries(out):
+        log.info("removed temporary files left by an interrupted run in %s", out)
     model = _model_identity(method)
 
     records: dict[str, dict] = {}
