@@ -223,6 +223,22 @@ def test_rgb_png_needs_a_channel_unless_gray(tmp_path, rng):
         assert img.channel is None
 
 
+def test_two_sample_image_needs_a_channel_unless_alpha(tmp_path, rng):
+    # (Y, X, 2) samples used to be read as grey + alpha: channel 0 taken silently, even when the nuclear
+    # stain was channel 1
+    a = rng.integers(0, 4000, (20, 22), dtype=np.uint16)
+    b = rng.integers(0, 4000, (20, 22), dtype=np.uint16)
+    f = tmp_path / "two.tif"
+    tifffile.imwrite(f, np.dstack([a, b]), photometric="minisblack", planarconfig="contig")
+    with pytest.raises(InputError) as ei:
+        read_image(f)
+    _expect(ei, f, "2-channel", "--channel")
+    np.testing.assert_array_equal(read_image(f, channel=1).data, b)
+    la = tmp_path / "grey_alpha.png"
+    la.write_bytes(imagecodecs.png_encode(np.dstack([a.astype(np.uint8), np.full((20, 22), 255, np.uint8)])))
+    np.testing.assert_array_equal(read_image(la).data, a.astype(np.uint8))
+
+
 def test_rgb_tiff(tmp_path, rng):
     rgb = rng.integers(0, 255, (20, 22, 3), dtype=np.uint8)
     f = tmp_path / "rgb.tif"

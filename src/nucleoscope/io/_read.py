@@ -343,8 +343,15 @@ def _select_plane(
         i = extra.index("S")
         n = data.shape[i]
         colour = np.take(data, range(min(n, 3)), axis=i) if n in (3, 4) else None
-        if n == 2:  # grey + alpha
+        second = np.take(data, 1, axis=i) if n == 2 else None
+        if second is not None and second.min() == second.max():  # grey + opaque alpha
             data = np.take(data, 0, axis=i)
+        elif second is not None:  # two stains stored as samples (Y, X, 2): never guess which one
+            raise InputError(
+                f"2-channel image ({orig}) where one channel is expected: pick the nuclear stain's channel "
+                f"with --channel C (0..1)",
+                path=path,
+            )
         elif colour is not None and all(
             np.array_equal(np.take(colour, 0, axis=i), np.take(colour, k, axis=i)) for k in (1, 2)
         ):
