@@ -249,3 +249,17 @@ def test_rerun_removes_temporaries_of_a_killed_run(tmp_path):
     assert main(["run", str(d), "-o", str(out), "--method", "otsu", "-q", "--features", "shape"]) == 0
     assert not dead.exists() and alive.exists()
     assert tifffile.imread(out / "labels" / "a.tif").max() == 5
+
+
+def test_max_box_option_sets_the_too_large_flag(tmp_path):
+    # at high magnification most nuclei exceed SCENMED's 128 px box; the CLI had no way to change it
+    img, _ = _field()
+    tifffile.imwrite(tmp_path / "a.tif", img)
+    common = ["run", str(tmp_path / "a.tif"), "--method", "otsu", "-q", "--features", "shape", "--edge-margin", "0"]
+    assert main([*common, "-o", str(tmp_path / "o1")]) == 0
+    assert not pd.read_parquet(tmp_path / "o1" / "nuclei.parquet")["QC_TooLarge"].any()
+    # radius-14 discs have 27-29 px boxes
+    assert main([*common, "-o", str(tmp_path / "o2"), "--max-box", "20"]) == 0
+    nuclei = pd.read_parquet(tmp_path / "o2" / "nuclei.parquet")
+    assert len(nuclei) == 5 and nuclei["QC_TooLarge"].all()
+    assert json.loads((tmp_path / "o2" / "run.json").read_text())["parameters"]["qc"]["max_box"] == 20

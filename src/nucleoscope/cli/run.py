@@ -59,6 +59,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drop-flagged", action="store_true", help="remove QC-flagged nuclei from labels and table")
     p.add_argument("--edge-margin", type=_int_at_least(0), default=QCConfig().edge_margin, metavar="PX",
                    help="flag nuclei within this many px of the frame (default: %(default)s, SCENMED)")
+    p.add_argument("--max-box", type=_int_at_least(1), default=QCConfig().max_box, metavar="PX",
+                   help="flag nuclei whose bounding box is larger than PX in height or width (default: "
+                        "%(default)s, SCENMED's crop; raise it at 40-100x magnification)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
     p.add_argument("--rois", action="store_true", help="also write rois/<image>.zip for Fiji's ROI Manager")
     p.add_argument("-j", "--jobs", type=_int_at_least(1), default=1, help="worker processes (default: 1)")
@@ -85,7 +88,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
             opts["diameter"] = args.diameter
     return RunConfig(method=args.method, pixel_size=args.pixel_size, channel=getattr(args, "channel", None),
                      plane=getattr(args, "plane", None), feature_set=args.features,
-                     drop_flagged=args.drop_flagged, qc=QCConfig(edge_margin=args.edge_margin),
+                     drop_flagged=args.drop_flagged, qc=QCConfig(edge_margin=args.edge_margin, max_box=args.max_box),
                      segment_options=opts, overlays=not args.no_overlays, rois=args.rois)
 
 
