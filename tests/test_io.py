@@ -343,6 +343,19 @@ def test_corrupt_tiff(tmp_path, content):
     _expect(ei, f, "corrupt", "TIFF")
 
 
+def test_corrupt_tiff_message_is_printable(tmp_path):
+    # random bytes over the image description used to put them verbatim into the message (and images.csv)
+    f = tmp_path / "garbled.tif"
+    tifffile.imwrite(f, np.zeros((20, 22), np.uint16))
+    data = f.read_bytes()
+    f.write_bytes(data[:200] + bytes(np.random.default_rng(0).integers(0, 256, len(data) - 200, dtype=np.uint8)))
+    with pytest.raises(InputError) as ei:
+        read_image(f)
+    _expect(ei, f, "corrupt", "TIFF")
+    detail = str(ei.value)[len(str(f)):]
+    assert all(" " <= c <= "~" for c in detail), detail
+
+
 def test_corrupt_png(tmp_path, rng):
     f = tmp_path / "broken.png"
     f.write_bytes(imagecodecs.png_encode(rng.integers(0, 255, (40, 40), dtype=np.uint8))[:50])

@@ -130,6 +130,9 @@ def _read_raw(path: Path, suffix: str) -> tuple[np.ndarray, str, float | None]:
     except Exception as exc:  # noqa: BLE001 - every library error means the same thing to the user
         kind = "TIFF" if suffix in _TIFF_SUFFIXES else suffix.lstrip(".").upper()
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # a corrupt file's bytes end up in the library's message: keep the message readable and short
+        detail = "".join(c if " " <= c <= "~" else "?" for c in detail)
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."
         raise InputError(
             f"cannot read {kind}: the file is corrupt, truncated or not a {kind} ({detail})", path=path
         ) from exc
