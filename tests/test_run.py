@@ -263,3 +263,10 @@ def test_max_box_option_sets_the_too_large_flag(tmp_path):
     nuclei = pd.read_parquet(tmp_path / "o2" / "nuclei.parquet")
     assert len(nuclei) == 5 and nuclei["QC_TooLarge"].all()
     assert json.loads((tmp_path / "o2" / "run.json").read_text())["parameters"]["qc"]["max_box"] == 20
+
+
+def test_analyze_accepts_auto():
+    # the README's default method name used to raise "unknown segmentation method 'auto'" in analyze()
+    img, _ = _field()
+    res = analyze(img.astype(np.float32), method="auto", feature_set="shape")
+    assert res.labels.max() == 5 and len(res.table) == 5

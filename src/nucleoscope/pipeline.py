@@ -152,7 +152,7 @@ def analyze(image: np.ndarray, *, spacing: float | None = None, saturation: floa
     saturation : float, optional
         Detector full scale for the overexposure flag; default: the image maximum.
     method : str
-        Segmenter name (not ``"auto"``; see :func:`resolve_method`).
+        Segmenter name, or ``"auto"`` (see :func:`resolve_method`).
     feature_set : {"shape", "default", "all"}
     qc : QCConfig
     drop_flagged_nuclei : bool
@@ -168,6 +168,7 @@ def analyze(image: np.ndarray, *, spacing: float | None = None, saturation: floa
     from .segment import segment
 
     image = np.asarray(image, dtype=np.float32)
+    method = resolve_method(method)
     if saturation is None:
         saturation = float(image.max()) if image.size else 1.0
     labels, details = segment(image, method=method, spacing=spacing, **(segment_options or {}))
