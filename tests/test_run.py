@@ -274,3 +274,36 @@ def test_analyze_accepts_auto():
     ref = analyze(img.astype(np.float32), method=resolve_method("auto"), feature_set="shape")
     np.testing.assert_array_equal(res.labels, ref.labels)
     assert len(res.table) == res.labels.max() >= 4
+
+
+def _die_on_b(path, name, out, config, method):
+    from nucleoscope import pipeline
+
+    if name == "b":
+        os._exit(1)  # as the kernel's OOM killer would end it
+    return pipeline._real_process_one(path, name, out, config, method)
+
+
+def test_worker_killed_is_recorded_and_tables_written(tmp_path, monkeypatch):
+    # a worker process that dies used to raise BrokenProcessPool out of run_batch: no tables at all
+    import multiprocessing
+
+    from nucleoscope import pipeline
+
+    if multiprocessing.get_start_method() != "fork":
+        pytest.skip("the patched worker function reaches the workers only when they are forked")
+    img, _ = _field()
+    d = tmp_path / "in"
+    d.mkdir()
+    for n in ("a", "b"):
+        tifffile.imwrite(d / f"{n}.tif", img)
+    monkeypatch.setattr(pipeline, "_real_process_one", pipeline._process_one, raising=False)
+    monkeypatch.setattr(pipeline, "_process_one", _die_on_b)
+    images = run_batch([d], tmp_path / "o", RunConfig(method="otsu", feature_set="shape"), jobs=2,
+                       show_progress=False).set_index("ImageName")
+    assert images.loc["b", "Status"] == "failed" and "worker process died" in images.loc["b", "Error"]
+    assert (tmp_path / "o" / "nuclei.parquet").exists() and (tmp_path / "o" / "run.json").exists()
+    monkeypatch.undo()
+    again = run_batch([d], tmp_path / "o", RunConfig(method="otsu", feature_set="shape"), jobs=2,
+                      show_progress=False)
+    assert list(again["Status"]) == ["ok", "ok"] and list(again["Count"]) == [5, 5]

@@ -207,15 +207,20 @@ def _state_dir(out: Path) -> Path:
     return out / ".state"
 
 
+def _failed_record(path: str, name: str, config: RunConfig, method: str, error: str = "") -> dict[str, Any]:
+    """An images.csv record of an image that has not (yet) succeeded."""
+    return {"ImageName": name, "Path": path, "Status": "failed", "Error": error, "Count": 0, "Flagged": 0,
+            "Megapixels": float("nan"), "Seconds": float("nan"), "Method": method, "PixelSize_um": float("nan"),
+            "Key": config.key()}
+
+
 def _process_one(path: str, name: str, out: str, config: RunConfig, method: str) -> dict:
     """Read, analyze and write one image; returns its images.csv record (never raises)."""
     from . import io
 
     out_p = Path(out)
     t0 = time.perf_counter()
-    rec: dict[str, Any] = {"ImageName": name, "Path": path, "Status": "failed", "Error": "", "Count": 0,
-                           "Flagged": 0, "Megapixels": float("nan"), "Seconds": float("nan"), "Method": method,
-                           "PixelSize_um": float("nan"), "Key": config.key()}
+    rec = _failed_record(path, name, config, method)
     try:
         img = io.read_image(path, channel=config.channel, plane=config.plane, pixel_size=config.pixel_size)
         rec["Megapixels"] = img.megapixels
@@ -378,10 +383,18 @@ def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, confi
     try:
         if jobs > 1 and len(todo) > 1:
             with ProcessPoolExecutor(max_workers=jobs) as ex:
-                futs = [ex.submit(_process_one, p, n, os.fspath(out), config_run, method) for p, n in todo]
+                futs = {ex.submit(_process_one, p, n, os.fspath(out), config_run, method): (p, n) for p, n in todo}
                 for fut in as_completed(futs):
-                    rec = fut.result()
-                    records[rec["ImageName"]] = rec
+                    p, n = futs[fut]
+                    try:
+                        rec = fut.result()
+                    except Exception as exc:  # noqa: BLE001 - a worker killed (e.g. out of memory) breaks
+                        # the pool; the images it took down are recorded as failed, a re-run retries them
+                        log.debug("worker failure on %s", p, exc_info=True)
+                        rec = _failed_record(p, n, config_run, method,
+                                             f"{p}: the worker process died ({type(exc).__name__}), e.g. killed "
+                                             f"for lack of memory; run again to retry, with fewer --jobs")
+                    records[n] = rec
                     bar.update(1)
         else:
             for p, n in todo:
