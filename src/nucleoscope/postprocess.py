@@ -67,7 +67,11 @@ def remove_small_relative(labels: np.ndarray, fraction: float) -> np.ndarray:
 
 
 def fill_holes(labels: np.ndarray) -> np.ndarray:
-    """Fill holes inside each object (background pixels enclosed by one object go to that object)."""
+    """Fill holes inside each object (background pixels enclosed by one object go to that object).
+
+    Background enclosed by several objects together (a pocket in a ring of touching nuclei) is not a
+    hole of any of them and stays background.
+    """
     labels = labels.astype(np.int32, copy=True)
     holes = ndi.binary_fill_holes(labels > 0) & (labels == 0)
     if not holes.any():
@@ -85,6 +89,8 @@ def fill_holes(labels: np.ndarray) -> np.ndarray:
         # sort by count so the last write per hole is the most common surrounding id
         order = np.argsort(counts, kind="stable")
         best[uniq[order, 0]] = uniq[order, 1]
+        # a hole whose rim meets more than one object lies between objects, not inside one
+        best[np.bincount(uniq[:, 0], minlength=n + 1) > 1] = 0
     labels[holes] = best[hole_lab[holes]]
     return labels
 
