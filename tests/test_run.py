@@ -347,3 +347,21 @@ def test_diameter_option_works(tmp_path):
     assert main(["run", str(tmp_path / "a.tif"), "-o", str(out), "--method", "classic", "-q", "--features",
                  "shape", "--diameter", "28"]) == 0
     assert json.loads((out / "run.json").read_text())["n_nuclei"] == 5
+
+
+def test_resume_redoes_an_input_replaced_since(tmp_path):
+    # a finished image whose file was replaced (re-exported) used to be skipped: stale labels and rows
+    d = tmp_path / "in"
+    d.mkdir()
+    img, _ = _field()
+    tifffile.imwrite(d / "a.tif", img)
+    out = tmp_path / "out"
+    args = ["run", str(d), "-o", str(out), "--method", "otsu", "-q", "--features", "shape"]
+    assert main(args) == 0
+    assert main(args) == 0 and json.loads((out / "run.json").read_text())["n_resumed"] == 1
+    tifffile.imwrite(d / "a.tif", np.ascontiguousarray(img[:, :130]))  # 3 of the 5 discs left
+    st = os.stat(d / "a.tif")
+    os.utime(d / "a.tif", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert main(args) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["n_resumed"] == 0 and run["n_nuclei"] == 3

@@ -250,6 +250,7 @@ def _process_one(path: str, name: str, out: str, config: RunConfig, method: str)
     out_p = Path(out)
     t0 = time.perf_counter()
     rec = _failed_record(path, name, config, method)
+    rec["Source"] = _source_stamp(path)  # before reading: a file replaced meanwhile is redone next time
     try:
         img = io.read_image(path, channel=config.channel, plane=config.plane, pixel_size=config.pixel_size)
         rec["Megapixels"] = img.megapixels
@@ -315,7 +316,17 @@ def _remove_stale_temporaries(out: Path) -> int:
     return removed
 
 
-def _load_done(out: Path, name: str, key: str, config: RunConfig | None = None) -> dict | None:
+def _source_stamp(path: str | os.PathLike) -> list[int] | None:
+    """Size and modification time (ns) of an input, to notice a file replaced since it was analysed."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [int(st.st_size), int(st.st_mtime_ns)]
+
+
+def _load_done(out: Path, name: str, key: str, config: RunConfig | None = None,
+               path: str | os.PathLike | None = None) -> dict | None:
     """The earlier record of ``name`` if it finished OK with the same parameters and its files exist.
 
     Overlays and ROIs do not change the results (they are not in the key), but when ``config`` asks for
@@ -327,6 +338,9 @@ def _load_done(out: Path, name: str, key: str, config: RunConfig | None = None) 
     except (OSError, ValueError):
         return None
     if rec.get("Status") != "ok" or rec.get("Key") != key:
+        return None
+    # the input changed (re-exported, replaced) since: redo it; records older than the stamp are trusted
+    if path is not None and rec.get("Source") is not None and rec["Source"] != _source_stamp(path):
         return None
     if not (st / f"{name}.parquet").exists() or not (out / "labels" / f"{name}.tif").exists():
         return None
@@ -399,7 +413,7 @@ def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, confi
     records: dict[str, dict] = {}
     todo = []
     for p, n in zip(paths, names):
-        done = _load_done(out, n, key, config_run)
+        done = _load_done(out, n, key, config_run, p)
         if done is not None:
             records[n] = done
         else:
