@@ -3,7 +3,7 @@
 :func:`analyze` is the pure core (array in, labels + table out). :func:`run_batch` wraps it with file
 input/output: every image's results are written atomically as soon as it is done, a failing image is
 recorded and the batch goes on, and running the same batch again skips the images already finished
-with the same parameters (and retries the failed ones).
+with the same parameters from unchanged files (and retries the failed ones).
 
 Layout of the output folder::
 
