@@ -365,3 +365,15 @@ def test_resume_redoes_an_input_replaced_since(tmp_path):
     assert main(args) == 0
     run = json.loads((out / "run.json").read_text())
     assert run["n_resumed"] == 0 and run["n_nuclei"] == 3
+
+
+def test_report_area_histogram_bins():
+    # kromp's 50-80,000 px areas put ~1,200 of 2,200 nuclei into the first of 40 linear bars
+    from nucleoscope.report import _hist_bins
+
+    bins, log = _hist_bins(np.array([50.0, 400.0, 5000.0, 80000.0, np.nan]))
+    assert log and len(bins) == 41
+    np.testing.assert_allclose([bins[0], bins[-1]], [50.0, 80000.0])
+    np.testing.assert_allclose(np.diff(np.log(bins)), np.log(1600.0) / 40)
+    assert _hist_bins(np.array([300.0, 900.0, 1500.0])) == (40, False)
+    assert _hist_bins(np.array([-5.0, 0.0, 200.0])) == (40, False)  # intensities may be <= 0
