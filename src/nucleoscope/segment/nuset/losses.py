@@ -1,0 +1,58 @@
+"""Segmentation losses and the U-Net border weight map."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage as ndi
+
+__all__ = ["border_weight_map", "seg_loss"]
+
+
+def border_weight_map(labels: np.ndarray, *, w0: float = 10.0, sigma2: float = 5.0) -> np.ndarray:
+    """U-Net border weights ``1 + w0 * exp(-(d1 + d2)^2 / (2 sigma^2))``, shape of ``labels``, float32.
+
+    ``d1``, ``d2`` are the distances (px) to the nearest and second-nearest nucleus. The term is
+    negligible beyond ``d1 + d2 > 6 sigma``, so each nucleus's distance map is computed only in its
+    bounding box grown by that margin: linear in the number of nuclei instead of quadratic.
+    Inside a nucleus ``d1 = 0``, so the pixels of touching nuclei along their shared border get the
+    highest weights, which is what teaches the network to leave gaps there.
+    """
+    labels = np.asarray(labels).astype(np.int32, copy=False)  # a bool mask is one object
+    h, w = labels.shape
+    sigma = float(np.sqrt(sigma2))
+    margin = int(np.ceil(6 * sigma))
+    d1 = np.full((h, w), np.inf, np.float32)
+    d2 = np.full((h, w), np.inf, np.float32)
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        y0, y1 = max(sl[0].start - margin, 0), min(sl[0].stop + margin, h)
+        x0, x1 = max(sl[1].start - margin, 0), min(sl[1].stop + margin, w)
+        crop = labels[y0:y1, x0:x1] != i
+        d = ndi.distance_transform_edt(crop).astype(np.float32)
+        a, b = d1[y0:y1, x0:x1], d2[y0:y1, x0:x1]
+        nb = np.where(d < a, a, np.minimum(b, d))
+        na = np.minimum(a, d)
+        d1[y0:y1, x0:x1], d2[y0:y1, x0:x1] = na, nb
+    s = d1 + d2
+    wmap = 1.0 + w0 * np.exp(-(s * s) / (2 * sigma2))
+    wmap[~np.isfinite(s)] = 1.0
+    return wmap.astype(np.float32)
+
+
+def seg_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
+             valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted binary cross-entropy and soft Dice loss (1 - Dice) of the foreground map.
+
+    ``logits``, ``target`` (0/1), ``weight`` and ``valid`` (0/1) are (B, 1, H, W).
+    """
+    if valid is None:
+        valid = torch.ones_like(target)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    bce = (bce * weight * valid).sum() / (weight * valid).sum().clamp(min=1)
+    p = torch.sigmoid(logits) * valid
+    t = target * valid
+    dice = 1 - (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)
+    return bce, dice

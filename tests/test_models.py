@@ -1,0 +1,54 @@
+"""Model files: safetensors + JSON with the weights' SHA-256; loading verifies it and never unpickles."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from nucleoscope import InputError  # noqa: E402
+from nucleoscope.models import MODELS_DIR, load_nuset, load_weights, model_paths, save_model, sha256_file  # noqa: E402
+
+
+def test_save_load_roundtrip_and_hash(tmp_path):
+    t = {"a": torch.arange(6, dtype=torch.float32).reshape(2, 3), "b": torch.tensor([1, 2], dtype=torch.int64)}
+    w, j = save_model(tmp_path / "m", t, {"model": "test", "note": "x"})
+    meta = json.loads(j.read_text())
+    assert meta["sha256"] == sha256_file(w) and meta["weights_file"] == "m.safetensors" and meta["note"] == "x"
+    back, meta2 = load_weights(tmp_path / "m.safetensors")
+    assert torch.equal(back["a"], t["a"]) and torch.equal(back["b"], t["b"])
+    assert meta2 == meta
+
+
+def test_tampered_missing_and_unhashed_files_are_refused(tmp_path):
+    save_model(tmp_path / "m", {"a": torch.zeros(100)}, {})
+    w, j = model_paths(tmp_path / "m")
+    raw = bytearray(w.read_bytes())
+    raw[-1] ^= 0x01  # one bit in the tensor data
+    w.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match="SHA-256") as exc:
+        load_weights(tmp_path / "m")
+    assert str(w) in str(exc.value)  # the message names the file
+    meta = json.loads(j.read_text())
+    del meta["sha256"]
+    j.write_text(json.dumps(meta))
+    with pytest.raises(InputError, match="no 'sha256'"):
+        load_weights(tmp_path / "m")
+    with pytest.raises(InputError, match="not found"):
+        load_weights(tmp_path / "absent")
+
+
+def test_bundled_nuset_v1_is_small_verified_and_documented():
+    w, j = model_paths("nuset_v1")
+    assert w.parent == MODELS_DIR and w.stat().st_size < 5_000_000
+    net, meta = load_nuset()
+    assert meta["sha256"] == sha256_file(w)
+    for key in ("architecture", "thresholds", "normalization", "training", "validation_during_training"):
+        assert key in meta
+    assert meta["training"]["wall_time_s_total"] > 0 and "command" in meta["training"]
+    assert not net.config.batchnorm and not net.training
+    n_params = sum(p.numel() for p in net.parameters())
+    assert n_params == sum(int(np.prod(t.shape)) for t in load_weights("nuset_v1")[0].values())

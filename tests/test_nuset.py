@@ -1,0 +1,225 @@
+"""NuSeT segmenter: network pieces with known answers, training smoke test, bundled-model inference,
+tiling equivalence, and the torch-free import of the package."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from nucleoscope import InputError  # noqa: E402
+from nucleoscope.metrics import match  # noqa: E402
+from nucleoscope.segment.nuset import NusetConfig, NusetNet, conv_flops_per_pixel, segment_nuset  # noqa: E402
+from nucleoscope.segment.nuset.losses import border_weight_map, seg_loss  # noqa: E402
+from nucleoscope.segment.nuset.rpn import (box_iou, boxes_from_labels, decode_boxes, make_anchors, nms,  # noqa: E402
+                                           rpn_targets)
+
+DATA = Path(__file__).resolve().parents[1] / "src" / "nucleoscope" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _two_threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_import_nucleoscope_does_not_import_torch():
+    code = ("import sys, nucleoscope, nucleoscope.segment, nucleoscope.models, nucleoscope.cli.train_segmenter; "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pieces with analytic answers
+# ---------------------------------------------------------------------------------------------------
+
+def test_border_weight_map_between_two_nuclei():
+    lab = np.zeros((40, 60), np.int32)
+    lab[10:30, 5:25] = 1
+    lab[10:30, 29:49] = 2  # 4 px gap: columns 25..28
+    w = border_weight_map(lab, w0=10.0, sigma2=5.0)
+    # pixel (20, 26): 1 px from nucleus 1 (col 25 -> 24 is 2 px? col 26 - col 24 = 2), 3 px from nucleus 2
+    d1, d2 = 26 - 24, 29 - 26
+    assert w[20, 26] == pytest.approx(1 + 10 * np.exp(-(d1 + d2) ** 2 / 10.0), rel=1e-5)
+    # far from any second nucleus the weight is 1 (the term is < 1e-6 there)
+    assert w[0, 59] == pytest.approx(1.0, abs=1e-5)
+    # a single nucleus has no second neighbour: weight 1 everywhere
+    assert np.allclose(border_weight_map(lab == 1), 1.0)
+
+
+def test_seg_loss_perfect_and_wrong():
+    t = torch.zeros(1, 1, 8, 8)
+    t[..., 2:6, 2:6] = 1
+    w = torch.ones_like(t)
+    bce, dice = seg_loss((t * 2 - 1) * 20, t, w)
+    assert float(bce) < 1e-6 and float(dice) < 0.02
+    bce, dice = seg_loss(-(t * 2 - 1) * 20, t, w)
+    assert float(bce) > 10 and float(dice) > 0.9
+
+
+def test_boxes_from_labels_exact():
+    lab = torch.zeros(20, 30, dtype=torch.long)
+    lab[2:7, 3:10] = 1
+    lab[10:19, 20:29] = 4
+    b = boxes_from_labels(lab)
+    assert b.tolist() == [[2, 3, 7, 10], [10, 20, 19, 29]]
+
+
+def test_anchor_targets_and_decode_roundtrip():
+    anchors = make_anchors(4, 4, stride=8, diameter=16, scales=(1.0,), ratios=(1.0,))
+    assert anchors.shape == (16, 4)
+    assert anchors[0].tolist() == [-4.0, -4.0, 12.0, 12.0]  # centre (4, 4), size 16
+    gt = torch.tensor([[5.0, 6.0, 19.0, 22.0]])
+    labels, targets = rpn_targets(anchors, gt)
+    assert labels.max() == 1
+    pos = labels == 1
+    back = decode_boxes(anchors[pos], targets[pos])
+    assert torch.allclose(back, gt.expand_as(back), atol=1e-4)
+
+
+def test_nms_keeps_best_of_overlapping_and_separate_boxes():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [0, 0, 10, 10.5]], float)
+    scores = np.array([0.9, 0.95, 0.5, 0.1])
+    keep = nms(boxes, scores, 0.5)
+    assert keep.tolist() == [1, 2]
+    # a lenient threshold keeps the pair whose IoU (81 / 119 = 0.68) is below it
+    assert sorted(nms(boxes[:2], scores[:2], 0.7).tolist()) == [0, 1]
+    assert float(box_iou(torch.tensor(boxes[:1]), torch.tensor(boxes[1:2]))) == pytest.approx(81 / 119)
+
+
+def test_fold_batchnorm_is_equivalent():
+    torch.manual_seed(0)
+    net = NusetNet(NusetConfig(widths=(4, 8, 8, 8, 8)))
+    for m in net.modules():  # non-trivial running statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+    net.eval()
+    x = torch.randn(1, 1, 32, 48)
+    folded = net.fold_batchnorm()
+    with torch.no_grad():
+        for a, b in zip(net(x), folded(x)):
+            assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_flops_per_pixel_counts_convolutions():
+    cfg = NusetConfig(widths=(8, 16, 32, 48, 64))
+    # level 0 alone: 2 * 9 * (1*8 + 8*8 + (16+8)*8 + 8*8) = 5904
+    assert conv_flops_per_pixel(cfg) > 5904
+    assert 20e3 < conv_flops_per_pixel(cfg) < 25e3
+
+
+# ---------------------------------------------------------------------------------------------------
+# Training smoke test
+# ---------------------------------------------------------------------------------------------------
+
+def test_training_smoke_loss_decreases_and_resumes(tmp_path):
+    torch.set_num_threads(1)  # tiny tensors: threads only add overhead
+    from nucleoscope.segment.nuset.train import TrainConfig, ValImage, prepare_sample, train_nuset
+    from nucleoscope.synth import nuclei_field
+
+    samples = []
+    for seed in range(3):
+        s = nuclei_field((96, 96), rng=seed, diameter=(14.0, 18.0), artifacts=0)
+        samples.append(prepare_sample(s.image, s.labels, model_diameter=16.0, name=str(seed)))
+    seg, total = [], []
+
+    def on_step(step, loss):
+        seg.append(loss["bce"] + loss["dice"])
+        total.append(loss["loss"])
+
+    # little augmentation and a high learning rate: the loss must visibly fall within a few steps
+    cfg = TrainConfig(crop=48, batch=4, steps=30, eval_every=30, lr=2e-2, max_minutes=2, scale_range=(0.9, 1.1))
+    mcfg = NusetConfig(widths=(4, 8, 8, 8, 8))
+    meta = train_nuset(samples, out_dir=tmp_path, model_config=mcfg, config=cfg, device="cpu", tune=False,
+                       on_step=on_step)
+    assert len(total) == 30
+    # seeded, so deterministic; the segmentation loss falls fastest, the RPN terms follow
+    assert np.mean(seg[-8:]) < 0.85 * np.mean(seg[:8])
+    assert np.mean(total[-8:]) < np.mean(total[:8])
+    for name in ("nuset.safetensors", "nuset.json", "checkpoint.safetensors", "log.csv"):
+        assert (tmp_path / name).exists()
+    assert meta["training"]["steps"] == 30
+    # resume continues from the checkpoint (step 30) to step 34
+    cfg2 = TrainConfig(crop=48, batch=4, steps=34, eval_every=4, lr=2e-2, max_minutes=2)
+    meta2 = train_nuset(samples, out_dir=tmp_path, model_config=mcfg, config=cfg2, device="cpu", resume=True,
+                        tune=False)
+    assert meta2["training"]["steps"] == 34
+    from nucleoscope.models import load_nuset
+
+    net, m = load_nuset(tmp_path / "nuset")
+    assert net.config.widths == (4, 8, 8, 8, 8) and not net.config.batchnorm
+
+
+# ---------------------------------------------------------------------------------------------------
+# The bundled model
+# ---------------------------------------------------------------------------------------------------
+
+#: Pinned with nuset_v1 on this CPU (torch 2.13); truth has 65 nuclei.
+PINNED = {"IXMtest_F08_s7": 59}
+
+
+def test_bundled_model_on_bundled_image():
+    import tifffile
+
+    im = tifffile.imread(DATA / "IXMtest_F08_s7.tif")
+    gt = tifffile.imread(DATA / "IXMtest_F08_s7_mask.tif").astype(np.int32)
+    labels, details = segment_nuset(im, device="cpu")
+    assert labels.dtype == np.int32 and labels.shape == im.shape
+    assert abs(int(labels.max()) - PINNED["IXMtest_F08_s7"]) <= 1
+    assert np.array_equal(np.unique(labels), np.arange(labels.max() + 1))  # relabelled 1..N
+    assert 25 < details.diameter < 34  # truth: median equivalent diameter ~28.5 px
+    m = match(gt, labels, thresh=0.5)
+    assert m.f1 >= 0.9
+
+
+def test_registry_and_explicit_diameter_agree():
+    import tifffile
+
+    from nucleoscope.segment import segment
+
+    im = tifffile.imread(DATA / "IXMtest_F08_s7.tif")
+    a, da = segment(im, method="nuset", device="cpu")
+    b, db = segment_nuset(im, diameter=da.diameter, device="cpu")
+    assert db.diameter_source == "given"
+    assert match(a, b, thresh=0.9).f1 > 0.97
+
+
+def test_tiled_equals_untiled():
+    from nucleoscope.synth import nuclei_field
+
+    s = nuclei_field((384, 416), rng=3, diameter=(13.0, 19.0))
+    a, _ = segment_nuset(s.image, scale=1.0, tile=None, device="cpu", return_prob=True)
+    b, _ = segment_nuset(s.image, scale=1.0, tile=(128, 96), device="cpu")
+    assert a.max() > 20
+    # with a margin covering the receptive field, tiles reproduce the whole-image prediction
+    assert match(a, b, thresh=0.95).f1 == pytest.approx(1.0)
+    assert np.mean(a == b) > 0.999
+
+
+def test_bad_input_and_tampered_model(tmp_path):
+    from nucleoscope.models import MODELS_DIR, load_nuset
+
+    with pytest.raises(InputError, match="2-D"):
+        segment_nuset(np.zeros((4, 8, 8), np.float32))
+    with pytest.raises(InputError, match="NaN"):
+        segment_nuset(np.full((32, 32), np.nan, np.float32))
+    for suffix in (".safetensors", ".json"):
+        shutil.copy(MODELS_DIR / f"nuset_v1{suffix}", tmp_path / f"m{suffix}")
+    load_nuset(tmp_path / "m")  # intact copy loads
+    raw = bytearray((tmp_path / "m.safetensors").read_bytes())
+    raw[-5] ^= 0xFF
+    (tmp_path / "m.safetensors").write_bytes(bytes(raw))
+    with pytest.raises(InputError, match="SHA-256"):
+        load_nuset(tmp_path / "m")
+    with pytest.raises(InputError, match="SHA-256"):
+        segment_nuset(np.zeros((64, 64), np.float32), model=str(tmp_path / "m.safetensors"))
