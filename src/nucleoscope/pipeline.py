@@ -236,6 +236,28 @@ def _state_dir(out: Path) -> Path:
     return out / ".state"
 
 
+def looks_like_labels(image: np.ndarray, dtype: str) -> bool:
+    """Whether an image read as intensities is more likely a mask or an instance label image.
+
+    A boolean image, or an integer one that is mostly 0 and piecewise constant: at least 30% of pixels
+    are 0 and at least 70% of the others equal all four neighbours. On the shared data sets (210 images
+    and their masks) images with >= 30% zeros reach at most 58% equal neighbours, masks at least 79%.
+    """
+    if dtype == "bool":
+        return True
+    if not (dtype.startswith("int") or dtype.startswith("uint")) or image.size == 0:
+        return False
+    nz = image != 0
+    if nz.mean() > 0.7 or not nz.any():
+        return False
+    same = nz.copy()
+    same[:-1] &= image[:-1] == image[1:]
+    same[1:] &= image[1:] == image[:-1]
+    same[:, :-1] &= image[:, :-1] == image[:, 1:]
+    same[:, 1:] &= image[:, 1:] == image[:, :-1]
+    return bool(same.sum() >= 0.7 * nz.sum())
+
+
 def _failed_record(path: str, name: str, config: RunConfig, method: str, error: str = "") -> dict[str, Any]:
     """An images.csv record of an image that has not (yet) succeeded."""
     return {"ImageName": name, "Path": path, "Status": "failed", "Error": error, "Count": 0, "Flagged": 0,
@@ -254,6 +276,9 @@ def _process_one(path: str, name: str, out: str, config: RunConfig, method: str)
     try:
         img = io.read_image(path, channel=config.channel, plane=config.plane, pixel_size=config.pixel_size)
         rec["Megapixels"] = img.megapixels
+        if looks_like_labels(img.data, img.dtype):
+            log.warning("%s: this looks like a mask or label image, not the nuclear stain's intensities; "
+                        "to measure a segmentation use `nucleoscope measure IMAGES --labels LABELS`", path)
         rec["PixelSize_um"] = img.spacing if img.spacing else float("nan")
         res = analyze(img.data, spacing=img.spacing, saturation=img.saturation, method=method,
                       feature_set=config.feature_set, qc=config.qc, drop_flagged_nuclei=config.drop_flagged,
