@@ -395,3 +395,21 @@ def test_label_image_given_as_image_is_warned(tmp_path, caplog):
         run_batch([tmp_path], tmp_path / "o", RunConfig(method="otsu", feature_set="shape"), show_progress=False)
     warned = [r.getMessage() for r in caplog.records if "label image" in r.getMessage()]
     assert len(warned) == 1 and "mask.tif" in warned[0]
+
+
+def test_resume_redoes_tables_of_other_measurement_versions(tmp_path):
+    # an image measured by an older version (other columns) used to be reused and mixed into the table
+    img, _ = _field()
+    d = tmp_path / "in"
+    d.mkdir()
+    tifffile.imwrite(d / "a.tif", img)
+    tifffile.imwrite(d / "b.tif", img)
+    out = tmp_path / "out"
+    args = ["run", str(d), "-o", str(out), "--method", "otsu", "-q", "--features", "shape"]
+    assert main(args) == 0
+    old = pd.read_parquet(out / ".state" / "a.parquet").rename(columns={"AreaShape_Area": "AreaShape_AreaOld"})
+    old.to_parquet(out / ".state" / "a.parquet", index=False)
+    assert main(args) == 0
+    assert json.loads((out / "run.json").read_text())["n_resumed"] == 1
+    nuclei = pd.read_parquet(out / "nuclei.parquet")
+    assert "AreaShape_AreaOld" not in nuclei and nuclei["AreaShape_Area"].notna().all() and len(nuclei) == 10

@@ -351,8 +351,11 @@ def _source_stamp(path: str | os.PathLike) -> list[int] | None:
 
 
 def _load_done(out: Path, name: str, key: str, config: RunConfig | None = None,
-               path: str | os.PathLike | None = None) -> dict | None:
+               path: str | os.PathLike | None = None, columns: list[str] | None = None) -> dict | None:
     """The earlier record of ``name`` if it finished OK with the same parameters and its files exist.
+
+    With ``columns``, its table must have exactly these columns: one written by another version of
+    the measurements (columns added or renamed) is redone rather than mixed into the new table.
 
     Overlays and ROIs do not change the results (they are not in the key), but when ``config`` asks for
     them and they are missing (an earlier run had ``--no-overlays`` or no ``--rois``) the image is redone.
@@ -373,6 +376,14 @@ def _load_done(out: Path, name: str, key: str, config: RunConfig | None = None,
         return None
     if config is not None and config.rois and not (out / "rois" / f"{name}.zip").exists():
         return None
+    if columns is not None:
+        import pyarrow.parquet as pq
+
+        try:
+            if pq.read_schema(st / f"{name}.parquet").names != columns:
+                return None
+        except (OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError
+            return None
     return rec
 
 
@@ -434,11 +445,14 @@ def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, confi
     if _remove_stale_temporaries(out):
         log.info("removed temporary files left by an interrupted run in %s", out)
     model = _model_identity(method)
+    from .features import feature_columns
+
+    columns = ["ImageName"] + feature_columns(config.feature_set) + QC_COLUMNS
 
     records: dict[str, dict] = {}
     todo = []
     for p, n in zip(paths, names):
-        done = _load_done(out, n, key, config_run, p)
+        done = _load_done(out, n, key, config_run, p, columns)
         if done is not None:
             records[n] = done
         else:
@@ -481,10 +495,7 @@ def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, confi
     if parts:
         nuclei = pd.concat(parts, ignore_index=True)
     else:
-        from .features import feature_columns
-
-        cols = ["ImageName"] + feature_columns(config.feature_set) + QC_COLUMNS
-        nuclei = pd.DataFrame({c: pd.Series([], dtype=object if c == "ImageName" else float) for c in cols})
+        nuclei = pd.DataFrame({c: pd.Series([], dtype=object if c == "ImageName" else float) for c in columns})
         for c in QC_COLUMNS:
             nuclei[c] = nuclei[c].astype(bool)
         nuclei["ObjectNumber"] = nuclei["ObjectNumber"].astype(np.int32)
