@@ -278,12 +278,12 @@ def test_analyze_accepts_auto(monkeypatch):
     assert len(res.table) == res.labels.max() == 5
 
 
-def _die_on_b(path, name, out, config, method):
+def _die_on_b(path, name, *args):
     from nucleoscope import pipeline
 
     if name == "b":
         os._exit(1)  # as the kernel's OOM killer would end it
-    return pipeline._real_process_one(path, name, out, config, method)
+    return pipeline._real_process_one(path, name, *args)
 
 
 def test_worker_killed_is_recorded_and_tables_written(tmp_path, monkeypatch):
@@ -413,3 +413,23 @@ def test_resume_redoes_tables_of_other_measurement_versions(tmp_path):
     assert json.loads((out / "run.json").read_text())["n_resumed"] == 1
     nuclei = pd.read_parquet(out / "nuclei.parquet")
     assert "AreaShape_AreaOld" not in nuclei and nuclei["AreaShape_Area"].notna().all() and len(nuclei) == 10
+
+
+def test_resume_redoes_images_when_the_model_changes(tmp_path, monkeypatch):
+    # the parameters key ignored the model file: retrained weights silently reused the old labels
+    from nucleoscope import pipeline
+
+    img, _ = _field()
+    tifffile.imwrite(tmp_path / "a.tif", img)
+    out = tmp_path / "o"
+    config = RunConfig(method="otsu", feature_set="shape")
+
+    def run_with(sha):
+        monkeypatch.setattr(pipeline, "_model_identity",
+                            lambda method: {"method": method, "m_v1.json": {"sha256": sha}})
+        run_batch([tmp_path / "a.tif"], out, config, show_progress=False)
+        return json.loads((out / "run.json").read_text())["n_resumed"]
+
+    assert run_with("aaa") == 0
+    assert run_with("aaa") == 1
+    assert run_with("bbb") == 0

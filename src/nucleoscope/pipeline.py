@@ -265,13 +265,15 @@ def _failed_record(path: str, name: str, config: RunConfig, method: str, error: 
             "Key": config.key()}
 
 
-def _process_one(path: str, name: str, out: str, config: RunConfig, method: str) -> dict:
+def _process_one(path: str, name: str, out: str, config: RunConfig, method: str, key: str | None = None) -> dict:
     """Read, analyze and write one image; returns its images.csv record (never raises)."""
     from . import io
 
     out_p = Path(out)
     t0 = time.perf_counter()
     rec = _failed_record(path, name, config, method)
+    if key is not None:
+        rec["Key"] = key
     rec["Source"] = _source_stamp(path)  # before reading: a file replaced meanwhile is redone next time
     try:
         img = io.read_image(path, channel=config.channel, plane=config.plane, pixel_size=config.pixel_size)
@@ -432,7 +434,10 @@ def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, confi
     # replace(), not asdict(): asdict turns the dataclasses inside segment_options (ClassicConfig from
     # --diameter) into dicts, and every image then failed
     config_run = replace(config, method=method)
+    model = _model_identity(method)
     key = config_run.key()
+    if len(model) > 1:  # a model file's identity (sha256): retrained weights redo every image
+        key = hashlib.sha256(json.dumps([key, model], sort_keys=True).encode()).hexdigest()[:16]
     try:
         out.mkdir(parents=True, exist_ok=True)
         _state_dir(out).mkdir(exist_ok=True)
@@ -444,7 +449,6 @@ def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, confi
         raise InputError(f"cannot write to the output folder: {why}", path=out) from None
     if _remove_stale_temporaries(out):
         log.info("removed temporary files left by an interrupted run in %s", out)
-    model = _model_identity(method)
     from .features import feature_columns
 
     columns = ["ImageName"] + feature_columns(config.feature_set) + QC_COLUMNS
@@ -467,7 +471,7 @@ def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, confi
     try:
         if jobs > 1 and len(todo) > 1:
             with ProcessPoolExecutor(max_workers=jobs) as ex:
-                futs = {ex.submit(_process_one, p, n, os.fspath(out), config_run, method): (p, n) for p, n in todo}
+                futs = {ex.submit(_process_one, p, n, os.fspath(out), config_run, method, key): (p, n) for p, n in todo}
                 for fut in as_completed(futs):
                     p, n = futs[fut]
                     try:
@@ -482,7 +486,7 @@ def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, confi
                     bar.update(1)
         else:
             for p, n in todo:
-                rec = _process_one(p, n, os.fspath(out), config_run, method)
+                rec = _process_one(p, n, os.fspath(out), config_run, method, key)
                 records[n] = rec
                 bar.update(1)
     finally:
