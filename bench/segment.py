@@ -149,7 +149,11 @@ def main(argv: list[str] | None = None) -> int:
             "splits / merges are error events at IoU 0.5 (definitions: docs/metrics.md). Objects smaller than "
             f"{args.min_size} px, in truth or prediction, are ignored. s/MP = seconds inside the segmenter "
             "per megapixel (reading and scoring excluded); peak RSS = maximum resident memory of the process "
-            "that segmented and scored the split." + limit_note
+            "that segmented and scored the split. Only `val` splits are held out, and only from training: "
+            "rows on a `train` split are in-sample for trained methods (`nuset` trained on the train splits and "
+            "chose its checkpoint on half of `bbbc039:val`; see `src/nucleoscope/models/nuset_v1.json`), and "
+            "the classic methods' defaults were tuned on these sets. Rows name the commit they ran on, "
+            "`+dirty` when the segmentation sources differed from it." + limit_note
         )
         write_section(SECTION, f"## Segmentation\n\n{stamp()}\n\n{notes}\n\n{table}\n")
         print(f"\nwrote section '{SECTION}' of {DOC} ({machine()})")
