@@ -206,6 +206,12 @@ def test_tiled_equals_untiled():
     assert np.mean(a == b) > 0.999
 
 
+def test_image_without_nuclei_gives_no_labels():
+    noise = np.random.default_rng(0).normal(100, 5, (300, 320)).astype(np.float32)
+    labels, details = segment_nuset(noise, device="cpu")
+    assert labels.shape == noise.shape and labels.max() == 0 and details.diameter_source == "empty"
+
+
 def test_bad_input_and_tampered_model(tmp_path):
     from nucleoscope.models import MODELS_DIR, load_nuset
 
