@@ -597,6 +597,19 @@ def test_find_images_exclude(tmp_path):
     assert hits == [tmp_path / "in" / "a.tif"]
 
 
+def test_find_images_glob_in_folder_with_brackets(tmp_path):
+    # "plate [1]/*.tif" used to match nothing: the brackets were read as a character class
+    _touch_images(tmp_path / "plate [1]", ["a.tif", "b.png"])
+    _touch_images(tmp_path / "plate 1", ["c.tif"])
+    hits = find_images([os.path.join(tmp_path, "plate [1]", "*.tif")])
+    assert hits == [tmp_path / "plate [1]" / "a.tif"]
+    # a pattern whose brackets do match keeps its glob meaning
+    assert find_images([os.path.join(tmp_path, "plate [1]", "[ab].*")]) == [
+        tmp_path / "plate [1]" / "a.tif", tmp_path / "plate [1]" / "b.png"]
+    with pytest.raises(InputError):
+        find_images([os.path.join(tmp_path, "plate [1]", "*.jpg")])
+
+
 def test_truncated_jpeg(tmp_path, rng):
     """libjpeg decodes a cut JPEG silently (grey fill); the missing end-of-image marker gives it away."""
     data = imagecodecs.jpeg8_encode(rng.integers(0, 255, (64, 96), dtype=np.uint8))

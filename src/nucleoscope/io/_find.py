@@ -21,6 +21,25 @@ def _is_image(path: Path) -> bool:
     return not name.startswith(".") and name.lower().endswith(SUPPORTED_SUFFIXES) and path.is_file()
 
 
+def _glob(pattern: str, recursive: bool) -> list[str]:
+    """``glob.glob``, but a leading folder that exists as spelled is taken literally.
+
+    Brackets are glob syntax, so ``"plate [1]/*.tif"`` would look in a folder named ``plate 1``;
+    microscopes and users name folders like ``plate [1]``. When the longest existing leading folder
+    holds glob characters, it is matched literally first; glob semantics apply if that finds nothing.
+    """
+    parts = Path(pattern).parts
+    for k in range(len(parts) - 1, 0, -1):
+        prefix = os.path.join(*parts[:k])
+        if os.path.isdir(prefix):
+            if glob.escape(prefix) != prefix:
+                hits = glob.glob(os.path.join(glob.escape(prefix), *parts[k:]), recursive=recursive)
+                if hits:
+                    return hits
+            break
+    return glob.glob(pattern, recursive=recursive)
+
+
 def _in_folder(folder: Path, recursive: bool) -> list[Path]:
     found = folder.rglob("*") if recursive else folder.iterdir()
     return [p for p in found if _is_image(p)]
@@ -77,7 +96,7 @@ def find_images(
             hits = [path]
         elif _GLOB_CHARS & set(text):
             hits = []
-            for match in sorted(glob.glob(text, recursive=recursive)):
+            for match in sorted(_glob(text, recursive)):
                 m = Path(match)
                 hits.extend(_in_folder(m, recursive) if m.is_dir() else [m] if _is_image(m) else [])
             if not hits:
