@@ -40,7 +40,8 @@ import pandas as pd
 from . import InputError, __version__
 from .qc import QC_COLUMNS, QCConfig, drop_flagged, qc_flags
 
-__all__ = ["AnalysisResult", "RunConfig", "analyze", "resolve_method", "run_batch", "IMAGE_COLUMNS"]
+__all__ = ["AnalysisResult", "RunConfig", "analyze", "looks_like_labels", "resolve_method", "run_batch",
+           "IMAGE_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
@@ -242,6 +243,13 @@ def looks_like_labels(image: np.ndarray, dtype: str) -> bool:
     A boolean image, or an integer one that is mostly 0 and piecewise constant: at least 30% of pixels
     are 0 and at least 70% of the others equal all four neighbours. On the shared data sets (210 images
     and their masks) images with >= 30% zeros reach at most 58% equal neighbours, masks at least 79%.
+
+    Parameters
+    ----------
+    image : (Y, X) array
+        The values as read (float32 holds integers up to 2**24 exactly).
+    dtype : str
+        The stored dtype (:attr:`nucleoscope.io.Image.dtype`); float images are never taken for labels.
     """
     if dtype == "bool":
         return True
