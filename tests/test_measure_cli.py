@@ -45,7 +45,7 @@ def test_measure_folder(tmp_path):
     csv = read_table(out / "nuclei.csv", dtype={"ImageName": str})
     assert len(csv) == 5
     imgs = pd.read_csv(out / "images.csv")
-    assert imgs["nuclei"].tolist() == [3, 0, 2] and (imgs["status"] == "ok").all()
+    assert imgs["Count"].tolist() == [3, 0, 2] and (imgs["Status"] == "ok").all()
 
 
 def test_failures_are_recorded_and_batch_goes_on(tmp_path):
@@ -59,9 +59,9 @@ def test_failures_are_recorded_and_batch_goes_on(tmp_path):
                "--features", "shape"])
     assert rc == 1
     imgs = pd.read_csv(out / "images.csv").set_index("ImageName")
-    assert imgs.loc["good", "status"] == "ok"
-    assert imgs.loc["orphan", "status"] == "failed" and "no label image" in imgs.loc["orphan", "error"]
-    assert "shape" in imgs.loc["badshape", "error"] and "badshape.tif" in imgs.loc["badshape", "error"]
+    assert imgs.loc["good", "Status"] == "ok"
+    assert imgs.loc["orphan", "Status"] == "failed" and "no label image" in imgs.loc["orphan", "Error"]
+    assert "shape" in imgs.loc["badshape", "Error"] and "badshape.tif" in imgs.loc["badshape", "Error"]
     assert read_table(out / "nuclei.parquet")["ImageName"].unique().tolist() == ["good"]
 
 
@@ -135,5 +135,5 @@ def test_unexpected_error_is_recorded(tmp_path, monkeypatch):
     out = tmp_path / "out"
     assert main(["measure", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "-o", str(out)]) == 1
     imgs = pd.read_csv(out / "images.csv")
-    assert imgs.loc[0, "status"] == "failed" and "RuntimeError: kaboom" in imgs.loc[0, "error"]
+    assert imgs.loc[0, "Status"] == "failed" and "RuntimeError: kaboom" in imgs.loc[0, "Error"]
     assert len(read_table(out / "nuclei.parquet")) == 0

@@ -123,9 +123,10 @@ def measure_file(name: str, image_path: Path, labels_path: Path | None, opts: Me
     from ..io import read_image, read_labels
 
     t0 = time.perf_counter()
-    record: dict[str, Any] = {"ImageName": name, "image": os.fspath(image_path),
-                              "labels": os.fspath(labels_path) if labels_path else "", "nuclei": 0,
-                              "status": "ok", "error": "", "seconds": 0.0}
+    # same column names as `run`'s images.csv, so the two tables can be concatenated
+    record: dict[str, Any] = {"ImageName": name, "Path": os.fspath(image_path),
+                              "LabelsPath": os.fspath(labels_path) if labels_path else "", "Status": "ok",
+                              "Error": "", "Count": 0, "Seconds": 0.0}
     result: dict[str, Any] = {"record": record, "table": None, "crops": None, "patches": None}
     try:
         if labels_path is None:
@@ -142,19 +143,19 @@ def measure_file(name: str, image_path: Path, labels_path: Path | None, opts: Me
             raise InputError(exc.problem, path=image_path) from exc
         table.insert(0, "ImageName", name)
         result["table"] = table
-        record["nuclei"] = len(table)
+        record["Count"] = len(table)
         if opts.crops:
             result["crops"] = nucleus_crops(img.data, labels, size=opts.crop_size)
         if opts.patches:
             result["patches"] = nucleus_patches(img.data, labels, size=opts.patch_size, stride=opts.patch_stride,
                                                 saturation=img.saturation)
     except InputError as exc:
-        record.update(status="failed", error=str(exc))
+        record.update(Status="failed", Error=str(exc))
         log.warning("%s", exc)
     except Exception as exc:  # noqa: BLE001 - one image's unexpected failure must not end the batch
-        record.update(status="failed", error=f"{image_path}: unexpected {type(exc).__name__}: {exc}")
+        record.update(Status="failed", Error=f"{image_path}: unexpected {type(exc).__name__}: {exc}")
         log.exception("measuring %s failed", image_path)
-    record["seconds"] = round(time.perf_counter() - t0, 3)
+    record["Seconds"] = round(time.perf_counter() - t0, 3)
     return result
 
 
@@ -223,6 +224,6 @@ def run(args: argparse.Namespace) -> int:
     write_table(table[columns], out / "nuclei.parquet")
     write_table(table[columns], out / "nuclei.csv")
     write_table(pd.DataFrame(records), out / "images.csv")
-    failed = [r for r in records if r["status"] != "ok"]
+    failed = [r for r in records if r["Status"] != "ok"]
     log.info("measured %d nuclei in %d images (%d failed) -> %s", len(table), len(records), len(failed), out)
     return 1 if failed else 0

@@ -145,7 +145,8 @@ def zernike_features(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     mask's centroid (so A_11 measures how far the intensity's centre of mass is off the geometric
     centre), on the smallest circle holding every nucleus pixel centre (so the moments are scale
     invariant); mahotas normalises by the total intensity, hence brightness invariant, and magnitudes
-    are rotation invariant.
+    are rotation invariant. Nuclei with negative intensities (background-subtracted images) are
+    shifted so their minimum is 0.
 
     Parameters
     ----------
@@ -158,7 +159,12 @@ def zernike_features(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
     cy, cx = rows.mean(), cols.mean()
     radius = float(np.sqrt(((rows - cy) ** 2 + (cols - cx) ** 2).max())) + 0.5
     img = np.where(mask, image, 0.0)
-    if img.sum() <= 0:  # mahotas divides by the total intensity
+    lo = float(image[mask].min())
+    if lo < 0:
+        # background-subtracted images go negative; the moments weight by intensity and mahotas
+        # divides by the total, so shift the nucleus to start at 0 rather than give up
+        img = np.where(mask, image - lo, 0.0)
+    if img.sum() <= 0:  # a uniform nucleus at 0 has no intensity distribution to describe
         return dict.fromkeys(ZERNIKE_COLUMNS, float("nan"))
     z = mahotas.features.zernike_moments(img, radius, degree=ZERNIKE_DEGREE, cm=(cy, cx))
     return dict(zip(ZERNIKE_COLUMNS, np.asarray(z[1:], dtype=np.float64).tolist()))
