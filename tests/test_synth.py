@@ -208,6 +208,11 @@ def test_cli_writes_the_shared_data_layout(tmp_path):
     assert read_image(tmp_path / "c" / "images" / "cells_00000.tif").spacing == pytest.approx(0.5)
     cells = pd.read_csv(tmp_path / "c" / "truth.csv")
     np.testing.assert_allclose(cells["cell_area_um2"], cells["cell_area"] * 0.25)
+    # writing again over a data set needs --overwrite, which leaves no stale image behind
+    small = ["synth", "nuclei", "-n", "2", "-o", str(out), "--size", "64", "64"]
+    assert main(small) == 2
+    assert main(small + ["--overwrite"]) == 0
+    assert sorted(p.name for p in (out / "images").glob("*.tif")) == ["nuclei_00000.tif", "nuclei_00001.tif"]
 
 
 # ---- chromatin conditions -------------------------------------------------------------------------------

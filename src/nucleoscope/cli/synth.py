@@ -44,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--val-fraction", type=float, default=0.0, help="fraction of images marked 'val' in splits.csv instead"
     )
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier data set in the output folder (its .tif files are removed)")
     parser.add_argument(
         "--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
         help="any other generator option (value parsed as JSON, e.g. --set coverage=0.3 --set "
@@ -154,6 +156,13 @@ def run(args: argparse.Namespace) -> int:
     opts = _options(args)
     _check_options(args.kind, opts)
     out: Path = args.output
+    # A smaller set written over a larger one would leave images whose truth is gone from truth.csv.
+    old = sorted(out.glob("*/*.tif")) if out.is_dir() else []
+    if old and not args.overwrite:
+        raise InputError(f"already holds a data set ({len(old)} .tif files); choose another folder or "
+                         "pass --overwrite", path=out)
+    for f in old:
+        f.unlink()
     out.mkdir(parents=True, exist_ok=True)
     truth, params, names = [], [], []
     for name, arrays, objects, p in _samples(args.kind, args, opts):
