@@ -229,3 +229,31 @@ def test_bad_input_and_tampered_model(tmp_path):
         load_nuset(tmp_path / "m")
     with pytest.raises(InputError, match="SHA-256"):
         segment_nuset(np.zeros((64, 64), np.float32), model=str(tmp_path / "m.safetensors"))
+
+
+def test_train_segmenter_cli_pack_and_train(tmp_path):
+    """The CLI end to end on a tiny data set folder: --pack, then --from-pack for a few steps."""
+    import tifffile
+
+    from nucleoscope.cli import main
+    from nucleoscope.synth import nuclei_field
+
+    root = tmp_path / "tiny"
+    for sub in ("images", "masks"):
+        (root / "train" / sub).mkdir(parents=True)
+    for i in range(3):
+        s = nuclei_field((96, 96), rng=20 + i, diameter=(14.0, 18.0), artifacts=0)
+        tifffile.imwrite(root / "train" / "images" / f"im{i}.tif", s.image)
+        tifffile.imwrite(root / "train" / "masks" / f"im{i}.tif", s.labels.astype(np.uint16))
+    pack = tmp_path / "pack.npz"
+    assert main(["train-segmenter", "--data", str(root), "--synthetic-ratio", "0.5", "--holdout", "3",
+                 "--pack", str(pack)]) == 0
+    out = tmp_path / "model"
+    assert main(["train-segmenter", "--from-pack", str(pack), "-o", str(out), "--steps", "2", "--batch", "2",
+                 "--crop", "48", "--widths", "4,8,8,8,8", "--no-tune", "--device", "cpu", "--threads", "1"]) == 0
+    import json
+
+    meta = json.loads((out / "nuset.json").read_text())
+    assert meta["training"]["data"]["tiny"]["held_out"] == ["im0.tif"]  # every 3rd training image, sorted
+    assert meta["training"]["n_real"] == 2 and meta["training"]["n_synthetic"] == 1
+    assert meta["architecture"]["widths"] == [4, 8, 8, 8, 8]
