@@ -735,7 +735,8 @@ def evaluate_image(gt: np.ndarray, pred: np.ndarray, *, thresholds: Iterable[flo
     Parameters
     ----------
     gt, pred : ndarray of int, (Y, X), same shape
-        Label images, 0 = background.
+        Label images, 0 = background. (Z, Y, X) volumes work too for the object, pixel and
+        split/merge scores; touching pairs and Hausdorff distances are 2D only (0 pairs / NaN).
     thresholds : iterable of float
         IoU thresholds for the object scores.
     error_thresh : float
