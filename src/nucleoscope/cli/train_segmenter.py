@@ -44,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, default=200, help="steps between validations")
     parser.add_argument("--patience", type=int, default=8, help="validations without improvement before stopping")
     parser.add_argument("--widths", default="8,16,32,48,64", help="channels of the 5 U-Net levels")
+    parser.add_argument("--rpn-level", type=int, default=3, help="encoder level of the RPN (3: stride 8 px, 2: stride 4)")
     parser.add_argument("--model-diameter", type=float, default=16.0, help="nucleus diameter (px) the model works at")
     parser.add_argument("--holdout", type=int, default=5, help="hold out every N-th training image of sets without val/")
     parser.add_argument("--no-fg-norm", action="store_true", help="whole-image normalization (ablation)")
@@ -203,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.output:
         raise InputError("give -o MODEL_DIR")
     widths = tuple(int(w) for w in args.widths.split(","))
-    mcfg = NusetConfig(widths=widths, diameter=args.model_diameter)
+    mcfg = NusetConfig(widths=widths, diameter=args.model_diameter, rpn_level=args.rpn_level)
     tcfg = TrainConfig(batch=args.batch, crop=args.crop, lr=args.lr, epochs=args.epochs, steps=args.steps,
                        max_minutes=args.max_minutes, eval_every=args.eval_every, patience=args.patience,
                        fg_norm=not args.no_fg_norm, rpn=not args.no_rpn, seed=args.seed,
