@@ -42,9 +42,10 @@ log = logging.getLogger(__name__)
 __all__ = ["DEFAULT_TILE", "NusetDetails", "NusetMaps", "Thresholds", "check_image", "instances_from_maps",
            "labels_from_maps", "predict_maps", "predict_nuset", "proposals", "resize_image", "segment_nuset"]
 
-#: Internal tiles (px at the network's scale): core size and margin on each side. The margin covers
-#: most of the U-Net's receptive field, so tiled and untiled predictions agree to float precision.
-DEFAULT_TILE = (1024, 96)
+#: Internal tiles (px at the network's scale): core size and margin on each side. With 64 px of
+#: context (4 nucleus diameters) tiled labels differ from untiled ones in ~2 pixels per million
+#: (measured on BBBC039 fields), for 27% overhead instead of 41% with 96 px.
+DEFAULT_TILE = (1024, 64)
 #: Pass 1 runs with nuclei at this fraction of the training diameter (cheaper; the network is trained
 #: down to 0.55 x), unless the model's JSON says otherwise.
 PASS1_FRACTION = 0.625
