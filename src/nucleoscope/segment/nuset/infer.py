@@ -201,6 +201,10 @@ def instances_from_maps(prob: np.ndarray, boxes: np.ndarray | None, *, prob_thre
                         min_size: int = 3) -> tuple[np.ndarray, int]:
     """Instances from a foreground map, split by a watershed seeded at proposal box centres.
 
+    The relief flooded is the negated probability (``SURFACE = "prob"``): touching nuclei are
+    separated where the U-Net's probability dips between them, which its border-weighted loss
+    teaches it to do; on validation this beat the distance transform of the mask.
+
     Parameters
     ----------
     prob : ndarray (H, W)

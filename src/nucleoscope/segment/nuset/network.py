@@ -7,7 +7,7 @@ so the receptive field needed is fixed (a 16 px nucleus fits comfortably in the 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn

@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -33,7 +33,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...postprocess import relabel
 from ...preprocess import estimate_diameter, normalize_percentile, rescale_image, resize_labels
 from .infer import PASS1_FRACTION, Thresholds, check_image, labels_from_maps, predict_nuset
 from .losses import border_weight_map, seg_loss
