@@ -433,3 +433,30 @@ def test_resume_redoes_images_when_the_model_changes(tmp_path, monkeypatch):
     assert run_with("aaa") == 0
     assert run_with("aaa") == 1
     assert run_with("bbb") == 0
+
+
+def test_crops_and_patches_exported_also_after_resume(tmp_path):
+    from nucleoscope.io.hdf5 import read_crops_h5
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for k in range(2):
+        img, _ = _field(seed=k)
+        tifffile.imwrite(d / f"f{k}.tif", img)
+    out = tmp_path / "out"
+    args = ["run", str(d), "-o", str(out), "--method", "otsu", "-q", "--features", "shape", "--crops", "64",
+            "--patches", "16"]
+    assert main(args) == 0
+    crops = read_crops_h5(out / "crops.h5")
+    assert crops["images"].shape == (10, 64, 64) and crops["kind"] == "crops"
+    # each crop is centred on its nucleus: the mask's centre of mass is the window's centre
+    cy, cx = ndi.center_of_mass(crops["masks"][0])
+    assert abs(cy - 31.5) <= 1 and abs(cx - 31.5) <= 1
+    patches = read_crops_h5(out / "patches.h5")
+    # 16 px windows at stride 8 fit inside the radius-14 discs: 85% of one window in a disc
+    assert patches["images"].shape[1:] == (16, 16) and len(patches["images"]) >= 10
+    assert (patches["inside_fraction"] >= 0.85).all()
+    # a resumed run (nothing recomputed) still writes every image's crops
+    assert main(args) == 0
+    assert json.loads((out / "run.json").read_text())["n_resumed"] == 2
+    assert read_crops_h5(out / "crops.h5")["images"].shape[0] == 10

@@ -108,6 +108,8 @@ class RunConfig:
     segment_options: dict = field(default_factory=dict)
     overlays: bool = True
     rois: bool = False
+    crops: int = 0
+    patches: int = 0
     scale: float = 1.0
 
     def __post_init__(self) -> None:
@@ -115,6 +117,8 @@ class RunConfig:
             raise ValueError(f"scale must be a finite factor > 0, got {self.scale}")
         if self.feature_set not in ("shape", "default", "all"):
             raise ValueError(f"feature_set must be 'shape', 'default' or 'all', got {self.feature_set!r}")
+        if self.crops < 0 or self.patches < 0:
+            raise ValueError(f"crop and patch sizes must be >= 0 px, got {self.crops} and {self.patches}")
         if self.pixel_size is not None and not self.pixel_size > 0:
             raise ValueError(f"pixel size must be > 0 µm, got {self.pixel_size}")
 
@@ -123,6 +127,8 @@ class RunConfig:
         d = asdict(self)
         d.pop("overlays")
         d.pop("rois")
+        d.pop("crops")
+        d.pop("patches")
         if d["scale"] == 1.0:  # keeps the keys of runs made before the option existed
             d.pop("scale")
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -535,11 +541,49 @@ def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, confi
         "n_nuclei": int(len(nuclei)),
         "failures": failures,
     }
+    if config_run.crops or config_run.patches:
+        _write_windows(out, images, config_run)
     io.write_json(run_info, out / "run.json")
     from .report import write_report
 
     write_report(out, images, nuclei, run_info)
     return images
+
+
+def _write_windows(out: Path, images: pd.DataFrame, config: RunConfig) -> None:
+    """Write crops.h5 / patches.h5 from the finished images' labels (so resumed images are included).
+
+    The HDF5 layout is :class:`nucleoscope.io.hdf5.CropWriter`'s, the same as ``nucleoscope measure``.
+    """
+    from . import io
+    from .features import nucleus_crops, nucleus_patches
+    from .io.hdf5 import CropWriter
+
+    meta = {"method": config.method, "pixel_size": config.pixel_size}
+    writers = {}
+    if config.crops:
+        writers["crops"] = CropWriter(out / "crops.h5", size=config.crops, kind="crops",
+                                      metadata={**meta, "crop_size": config.crops})
+    if config.patches:
+        writers["patches"] = CropWriter(out / "patches.h5", size=config.patches, kind="patches",
+                                        metadata={**meta, "patch_size": config.patches,
+                                                  "patch_stride": max(config.patches // 2, 1), "min_inside": 0.85})
+    try:
+        for _, r in images[images["Status"] == "ok"].iterrows():
+            img = io.read_image(r["Path"], channel=config.channel, plane=config.plane, pixel_size=config.pixel_size)
+            labels = io.read_labels(out / "labels" / f"{r['ImageName']}.tif")
+            if "crops" in writers:
+                writers["crops"].add(r["ImageName"], nucleus_crops(img.data, labels, size=config.crops))
+            if "patches" in writers:
+                writers["patches"].add(r["ImageName"], nucleus_patches(
+                    img.data, labels, size=config.patches, stride=max(config.patches // 2, 1),
+                    saturation=img.saturation))
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    for w in writers.values():
+        w.close()
 
 
 def _model_identity(method: str) -> dict:

@@ -67,6 +67,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                         "%(default)s, SCENMED's crop; raise it at 40-100x magnification)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
     p.add_argument("--rois", action="store_true", help="also write rois/<image>.zip for Fiji's ROI Manager")
+    p.add_argument("--crops", type=int, nargs="?", const=128, default=0, metavar="SIZE",
+                   help="also write crops.h5: every nucleus centred in a SIZE x SIZE window (default SIZE 128)")
+    p.add_argument("--patches", type=int, nargs="?", const=32, default=0, metavar="SIZE",
+                   help="also write patches.h5: SIZE x SIZE windows, stride SIZE/2, >= 85%% inside a nucleus "
+                        "(default SIZE 32; PatchNet uses 11 and 17)")
     p.add_argument("-j", "--jobs", type=_int_at_least(1), default=1, help="worker processes (default: 1)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
@@ -93,7 +98,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return RunConfig(method=args.method, pixel_size=args.pixel_size, channel=getattr(args, "channel", None),
                      plane=getattr(args, "plane", None), feature_set=args.features,
                      drop_flagged=args.drop_flagged, qc=QCConfig(edge_margin=args.edge_margin, max_box=args.max_box),
-                     segment_options=opts, overlays=not args.no_overlays, rois=args.rois, scale=args.scale)
+                     segment_options=opts, overlays=not args.no_overlays, rois=args.rois, scale=args.scale,
+                     crops=args.crops, patches=args.patches)
 
 
 def _segment_options_for(method: str, opts: dict) -> dict:
