@@ -204,6 +204,19 @@ def _finish(labels: np.ndarray, config: ClassicConfig, spacing: float | None) ->
     return postprocess(labels, pp)
 
 
+def _smooth(img: np.ndarray, config: ClassicConfig) -> np.ndarray:
+    return gaussian(img, sigma=config.smooth_sigma, preserve_range=True) if config.smooth_sigma else img
+
+
+def _instances(mask: np.ndarray, diameter: float, config: ClassicConfig, spacing: float | None) -> np.ndarray:
+    """Foreground mask -> cleaned instance labels (split touching nuclei if configured)."""
+    if config.split:
+        labels = split_touching(mask, diameter, min_distance_frac=config.peak_min_distance)
+    else:
+        labels = ndi.label(mask)[0].astype(np.int32)
+    return _finish(labels, config, spacing)
+
+
 def _empty(image: np.ndarray, method: str) -> tuple[np.ndarray, ClassicDetails]:
     return np.zeros(image.shape, dtype=np.int32), ClassicDetails(method, float("nan"), float("nan"), 0)
 
@@ -229,15 +242,11 @@ def segment_otsu(image: np.ndarray, *, spacing: float | None = None,
     img, scale = _as_float(image)
     if _is_flat(img):
         return _empty(img, "otsu")
-    sm = gaussian(img, sigma=config.smooth_sigma, preserve_range=True) if config.smooth_sigma else img
+    sm = _smooth(img, config)
     t = float(threshold_otsu(sm))
     mask = ndi.binary_fill_holes(sm > t)
     diameter = _diameter(config, spacing, mask)
-    if config.split:
-        labels = split_touching(mask, diameter, min_distance_frac=config.peak_min_distance)
-    else:
-        labels = ndi.label(mask)[0].astype(np.int32)
-    labels = _finish(labels, config, spacing)
+    labels = _instances(mask, diameter, config, spacing)
     return labels, ClassicDetails("otsu", t * scale, diameter, int(labels.max()))
 
 
@@ -260,7 +269,7 @@ def segment_scenmed(image: np.ndarray, *, spacing: float | None = None,
     img, scale = _as_float(image)
     if _is_flat(img):
         return _empty(img, "classic")
-    sm = gaussian(img, sigma=config.smooth_sigma, preserve_range=True) if config.smooth_sigma else img
+    sm = _smooth(img, config)
     t = float(threshold_otsu(sm))
     coarse = sm > t
     diameter = _diameter(config, spacing, coarse)
@@ -278,11 +287,7 @@ def segment_scenmed(image: np.ndarray, *, spacing: float | None = None,
     markers[fg & (markers == 0)] = 2
     binary = seeded_watershed(edges, markers, np.ones(img.shape, bool)) == 2
     binary = ndi.binary_fill_holes(ndi.binary_opening(binary, structure=np.ones((3, 3), bool)))
-    if config.split:
-        labels = split_touching(binary, diameter, min_distance_frac=config.peak_min_distance)
-    else:
-        labels = ndi.label(binary)[0].astype(np.int32)
-    labels = _finish(labels, config, spacing)
+    labels = _instances(binary, diameter, config, spacing)
     return labels, ClassicDetails("classic", t * scale, diameter, int(labels.max()))
 
 
@@ -337,15 +342,11 @@ def segment_tissue(image: np.ndarray, *, spacing: float | None = None,
     img, scale = _as_float(image)
     if _is_flat(img):
         return _empty(img, "tissue")
-    sm = gaussian(img, sigma=config.smooth_sigma, preserve_range=True) if config.smooth_sigma else img
+    sm = _smooth(img, config)
     t = float({"shanbhag": threshold_shanbhag, "li": threshold_li, "otsu": threshold_otsu}[config.tissue_threshold](sm))
     sel = sm > t
     diameter = _diameter(config, spacing, sel)
     blurred = ndi.gaussian_filter(sel.astype(np.float32), sigma=max(diameter / 8.0, 1.0))
     mask = ndi.binary_fill_holes(blurred > 0.5)
-    if config.split:
-        labels = split_touching(mask, diameter, min_distance_frac=config.peak_min_distance)
-    else:
-        labels = ndi.label(mask)[0].astype(np.int32)
-    labels = _finish(labels, config, spacing)
+    labels = _instances(mask, diameter, config, spacing)
     return labels, ClassicDetails("tissue", t * scale, diameter, int(labels.max()))
