@@ -162,6 +162,29 @@ def test_training_smoke_loss_decreases_and_resumes(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------
 # The bundled model
+def test_relief_distance_tiebreak_cuts_at_the_neck():
+    """On a saturated probability plateau the flat relief cuts two touching discs (radii 10 and 6 px,
+    centres 16 px apart, neck at x = 30) half-way between the seeds (x = 28); the small distance
+    transform term moves the cut to the neck."""
+    from nucleoscope.segment.nuset.infer import instances_from_maps
+
+    yy, xx = np.mgrid[:40, :56]
+    left = (yy - 20) ** 2 + (xx - 20) ** 2 <= 100
+    right = ((yy - 20) ** 2 + (xx - 36) ** 2 <= 36) & ~left
+    prob = np.where(left | right, 0.999, 0.001).astype(np.float32)
+    boxes = np.array([[10, 10, 30, 30], [14, 30, 26, 42]], float)  # centres (20, 20) and (20, 36)
+
+    def ious(relief_dt):
+        lab, n = instances_from_maps(prob, boxes, prob_thresh=0.5, relief_dt=relief_dt, diameter=16.0)
+        assert n == 2 and lab.max() == 2
+        a, b = lab == lab[20, 20], lab == lab[20, 36]
+        return (a & left).sum() / (a | left).sum(), (b & right).sum() / (b | right).sum()
+
+    flat, tie = ious(0.0), ious(0.01)
+    assert flat[1] < 0.93  # the cut at x = 28 gives the small disc 2 columns of the large one
+    assert tie[0] > 0.99 and tie[1] > 0.98
+
+
 # ---------------------------------------------------------------------------------------------------
 
 #: Pinned with nuset_v1 on this CPU (torch 2.13); truth has 65 nuclei.

@@ -49,9 +49,6 @@ DEFAULT_TILE = (1024, 64)
 #: Pass 1 runs with nuclei at this fraction of the training diameter (cheaper; the network is trained
 #: down to 0.55 x), unless the model's JSON says otherwise.
 PASS1_FRACTION = 0.625
-#: Watershed relief: "prob" (negated foreground probability; better on validation) or "dist"
-#: (negated distance transform + probability).
-SURFACE = "prob"
 #: Images whose Otsu foreground is less than this many noise SDs above the background hold no nuclei.
 EMPTY_SNR = 3.5
 
@@ -64,6 +61,10 @@ class Thresholds:
     score: float = 0.9     #: proposal score
     nms: float = 0.3       #: NMS IoU
     min_relative_area: float = 0.2  #: NuSeT: remove objects below 1/5 of the mean area
+    #: weight of the mask's distance transform (in nucleus diameters) added to the probability in
+    #: the watershed relief: a tie-break on the probability's saturated plateau (see
+    #: :func:`instances_from_maps`); 0 floods the probability alone (nuset_v1 before 2026-11-22)
+    relief_dt: float = 0.01
 
 
 @dataclass
@@ -198,12 +199,19 @@ def proposals(cls: np.ndarray, box: np.ndarray, config: NusetConfig, *, score_th
 
 
 def instances_from_maps(prob: np.ndarray, boxes: np.ndarray | None, *, prob_thresh: float,
-                        min_size: int = 3) -> tuple[np.ndarray, int]:
+                        min_size: int = 3, relief_dt: float = 0.0,
+                        diameter: float = 16.0) -> tuple[np.ndarray, int]:
     """Instances from a foreground map, split by a watershed seeded at proposal box centres.
 
-    The relief flooded is the negated probability (``SURFACE = "prob"``): touching nuclei are
+    The relief flooded is ``-(prob + relief_dt * edt(mask) / diameter)``. Touching nuclei are
     separated where the U-Net's probability dips between them, which its border-weighted loss
-    teaches it to do; on validation this beat the distance transform of the mask.
+    teaches it to do (the probability alone beat the distance transform alone on validation).
+    Inside nuclei the probability saturates (> 0.99), so on that plateau the flooding order, and
+    with it the cut between two seeds, is arbitrary; a small distance-transform term
+    (``relief_dt`` = 0.01: +0.005 at the centre of a nucleus of the model's diameter) breaks those ties
+    towards the necks between nuclei without overriding real probability dips. Measured on the
+    validation images (mean per-image F1@0.5, even / odd halves): Kromp held-out 0.850 / 0.901 ->
+    0.875 / 0.913, Koyuncu 0.976 / 0.735 -> 0.976 / 0.750, BBBC039 0.949 / 0.935 -> 0.948 / 0.935.
 
     Parameters
     ----------
@@ -215,6 +223,11 @@ def instances_from_maps(prob: np.ndarray, boxes: np.ndarray | None, *, prob_thre
     prob_thresh : float
     min_size : int
         Components smaller than this (px) are dropped.
+    relief_dt : float
+        Weight of the Euclidean distance transform of the mask, in units of ``diameter``, added to
+        the probability in the relief (0: probability only).
+    diameter : float
+        Nucleus diameter (px of ``prob``): the network's training diameter.
 
     Returns
     -------
@@ -241,12 +254,9 @@ def instances_from_maps(prob: np.ndarray, boxes: np.ndarray | None, *, prob_thre
     if missing.size:
         lone = np.isin(comp, missing)
         seeds[lone] = comp[lone] + cy.size
-    if SURFACE == "prob":
-        surface = -prob
-    else:
-        # flood the distance transform of the mask from the seeds: necks between touching nuclei are
-        # its valleys, and the U-Net's low probability at shared borders already cut most of them
-        surface = -(ndi.distance_transform_edt(mask).astype(np.float32) + prob)
+    surface = -prob
+    if relief_dt > 0 and cy.size > n - missing.size:  # some component holds >= 2 seeds: a cut to place
+        surface = surface - (relief_dt / diameter) * ndi.distance_transform_edt(mask).astype(np.float32)
     labels = seeded_watershed(surface, seeds, mask)
     return remove_small(labels, min_size), int(cy.size + missing.size)
 
@@ -471,7 +481,8 @@ def labels_from_maps(maps: NusetMaps, config: NusetConfig, thresholds: Threshold
         return np.zeros(maps.shape, np.int32), np.zeros(maps.shape, np.float32), 0, 0
     if use_rpn:
         boxes, _ = proposals(maps.cls, maps.box, config, score_thresh=th.score, nms_thresh=th.nms)
-    small, n_seeds = instances_from_maps(maps.prob, boxes, prob_thresh=th.prob)
+    small, n_seeds = instances_from_maps(maps.prob, boxes, prob_thresh=th.prob, relief_dt=th.relief_dt,
+                                         diameter=config.diameter)
     labels, prob_up = _upsample_labels(small, maps.prob, maps.shape, th.prob)
     return _finish(labels, th.min_relative_area), prob_up, 0 if boxes is None else int(len(boxes)), n_seeds
 
@@ -546,7 +557,8 @@ def segment_nuset(image: np.ndarray, *, spacing: float | None = None, diameter: 
     th = Thresholds(**meta["thresholds"]) if meta.get("thresholds") else Thresholds()
     th = Thresholds(prob=th.prob if prob_thresh is None else prob_thresh,
                     score=th.score if score_thresh is None else score_thresh,
-                    nms=th.nms if nms_thresh is None else nms_thresh, min_relative_area=th.min_relative_area)
+                    nms=th.nms if nms_thresh is None else nms_thresh, min_relative_area=th.min_relative_area,
+                    relief_dt=th.relief_dt)
     if diameter_um is not None:
         if not spacing:
             raise InputError("diameter_um needs the pixel size (spacing, µm per px)")
