@@ -20,6 +20,7 @@ __all__ = [
     "relabel",
     "remove_small",
     "remove_small_relative",
+    "resolve_overlaps",
     "seeded_watershed",
 ]
 
@@ -379,4 +380,3 @@ def resolve_overlaps(masks: list[np.ndarray | tuple[tuple[int, int, int, int], n
     return relabel(labels)
 
 
-__all__ += ["resolve_overlaps"]
