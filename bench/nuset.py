@@ -12,7 +12,8 @@ docs/benchmarks.md.
 * **Ablation** on validation images: ``bbbc039/val`` (all 50), and the images held out of the
   ``kromp2020_sbsst265`` and ``koyuncu`` train splits (every 5th, sorted; recorded in the model JSON).
   Rows as in NuSeT's Table S1: U-Net only (real data, whole-image normalization, connected components);
-  + synthetic data; + foreground normalization (two-pass); + RPN-seeded watershed (= nuset_v1).
+  + synthetic data; + foreground normalization (two-pass); + RPN-seeded watershed; + the distance-transform
+  tie-break in the watershed relief (``relief_dt``; = nuset_v1 as bundled).
 """
 
 from __future__ import annotations
@@ -136,7 +137,11 @@ def ablation(quick: bool) -> str:
             rows.append((label, lambda im, m=m: segment_nuset(im, model=m, device="cpu")[0]))
     rows.append(("+ foreground normalization (two-pass)", lambda im: segment_nuset(im, model=full, device="cpu",
                                                                                      use_rpn=False)[0]))
-    rows.append(("+ RPN-seeded watershed (nuset_v1)", lambda im: segment_nuset(im, model=full, device="cpu")[0]))
+    flat = (full[0], {**full[1], "thresholds": {**full[1]["thresholds"], "relief_dt": 0.0}})
+    rows.append(("+ RPN-seeded watershed, probability relief only (nuset_v1 before relief_dt)",
+                 lambda im: segment_nuset(im, model=flat, device="cpu")[0]))
+    rows.append(("+ distance-transform tie-break in the relief (nuset_v1 as bundled)",
+                 lambda im: segment_nuset(im, model=full, device="cpu")[0]))
     sets = ["bbbc039", "kromp2020_sbsst265", "koyuncu_hepg2_huh7_hoechst"]
     lines = []
     for label, fn in rows:
