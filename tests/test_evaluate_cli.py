@@ -168,3 +168,20 @@ def test_threshold_out_of_range_refused(tmp_path, capsys):
     g = _write(tmp_path / "gt", "a", np.zeros((10, 10), np.int32))
     assert "--iou" in _error(capsys, ["evaluate", str(g), str(g), "--iou", "1.5"])
     assert "--error-iou" in _error(capsys, ["evaluate", str(g), str(g), "--error-iou", "0"])
+
+
+def test_run_folder_points_to_its_labels(tmp_path, capsys):
+    import numpy as np
+    import tifffile
+
+    from nucleoscope.cli import main
+
+    run = tmp_path / "results"
+    (run / "labels").mkdir(parents=True)
+    (run / "run.json").write_text("{}")
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    tifffile.imwrite(gt / "a.tif", np.ones((4, 4), np.uint16))
+    tifffile.imwrite(run / "labels" / "a.tif", np.ones((4, 4), np.int32))
+    assert main(["evaluate", str(run), str(gt)]) == 2
+    assert str(run / "labels") in capsys.readouterr().err

@@ -58,6 +58,9 @@ def pair_files(pred: str | os.PathLike, gt: str | os.PathLike) -> list[tuple[str
 
     def by_name(folder: Path) -> dict[str, Path]:
         out: dict[str, Path] = {}
+        if (folder / "labels").is_dir() and (folder / "run.json").is_file():
+            raise InputError(f"is the output folder of `nucleoscope run`; its label images are in "
+                             f"{folder / 'labels'}", path=folder)
         for f in find_images([folder]):
             name = image_name(f)
             if name in out:
