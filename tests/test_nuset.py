@@ -184,6 +184,11 @@ def test_relief_distance_tiebreak_cuts_at_the_neck():
     assert flat[1] < 0.93  # the cut at x = 28 gives the small disc 2 columns of the large one
     assert tie[0] > 0.99 and tie[1] > 0.98
 
+    from nucleoscope.models import load_nuset
+    from nucleoscope.segment.nuset import Thresholds
+
+    assert Thresholds(**load_nuset()[1]["thresholds"]).relief_dt == 0.01  # the bundled model uses it
+
 
 # ---------------------------------------------------------------------------------------------------
 
