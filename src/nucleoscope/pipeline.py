@@ -557,17 +557,11 @@ def _write_windows(out: Path, images: pd.DataFrame, config: RunConfig) -> None:
     """
     from . import io
     from .features import nucleus_crops, nucleus_patches
-    from .io.hdf5 import CropWriter
+    from .io.hdf5 import window_writers
 
-    meta = {"method": config.method, "pixel_size": config.pixel_size}
-    writers = {}
-    if config.crops:
-        writers["crops"] = CropWriter(out / "crops.h5", size=config.crops, kind="crops",
-                                      metadata={**meta, "crop_size": config.crops})
-    if config.patches:
-        writers["patches"] = CropWriter(out / "patches.h5", size=config.patches, kind="patches",
-                                        metadata={**meta, "patch_size": config.patches,
-                                                  "patch_stride": max(config.patches // 2, 1), "min_inside": 0.85})
+    writers = window_writers(out, crop_size=config.crops, patch_size=config.patches,
+                             patch_stride=max(config.patches // 2, 1),
+                             metadata={"method": config.method, "pixel_size": config.pixel_size})
     try:
         for _, r in images[images["Status"] == "ok"].iterrows():
             img = io.read_image(r["Path"], channel=config.channel, plane=config.plane, pixel_size=config.pixel_size)

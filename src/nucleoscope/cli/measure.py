@@ -168,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..features import feature_columns
     from ..io import find_images, write_table
-    from ..io.hdf5 import CropWriter
+    from ..io.hdf5 import window_writers
 
     if args.jobs < 1:
         raise InputError(f"--jobs must be >= 1, got {args.jobs}")
@@ -184,15 +184,9 @@ def run(args: argparse.Namespace) -> int:
                           hc_k=args.hc_k, crops=args.crops, crop_size=args.crop_size, patches=args.patches,
                           patch_size=args.patch_size, patch_stride=args.patch_stride)
     jobs = [(n, i, lab, opts) for n, i, lab in pairs]
-    meta = {"features": args.features, "pixel_size": args.pixel_size, "hc_k": args.hc_k}
-    writers = {}
-    if args.crops:
-        writers["crops"] = CropWriter(out / "crops.h5", size=args.crop_size, kind="crops",
-                                      metadata={**meta, "crop_size": args.crop_size})
-    if args.patches:
-        writers["patches"] = CropWriter(out / "patches.h5", size=args.patch_size, kind="patches",
-                                        metadata={**meta, "patch_size": args.patch_size,
-                                                  "patch_stride": args.patch_stride, "min_inside": 0.85})
+    writers = window_writers(out, crop_size=args.crop_size if args.crops else 0,
+                             patch_size=args.patch_size if args.patches else 0, patch_stride=args.patch_stride,
+                             metadata={"features": args.features, "pixel_size": args.pixel_size, "hc_k": args.hc_k})
     tables, records = [], []
     try:
         if args.jobs == 1 or len(jobs) == 1:

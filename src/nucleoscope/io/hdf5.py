@@ -36,7 +36,7 @@ from ._write import atomic_path
 if TYPE_CHECKING:  # io stays independent of the core at run time: any object with these fields works
     from ..features import Crops
 
-__all__ = ["FORMAT", "CropWriter", "write_crops_h5", "read_crops_h5"]
+__all__ = ["FORMAT", "CropWriter", "window_writers", "write_crops_h5", "read_crops_h5"]
 
 FORMAT = "nucleoscope-crops"
 _VERSION = 1
@@ -210,6 +210,31 @@ def write_crops_h5(
             name, crops, *rest = item
             w.add(name, crops, class_label=rest[0] if rest else None)
     return Path(path)
+
+
+def window_writers(out: str | os.PathLike, *, crop_size: int = 0, patch_size: int = 0, patch_stride: int = 0,
+                   metadata: Mapping[str, Any] | None = None) -> dict[str, "CropWriter"]:
+    """Open ``out/crops.h5`` and/or ``out/patches.h5`` writers (a size of 0 skips that file).
+
+    The metadata of each file records its window size (and the patches' stride and the 85 % inside
+    rule), so ``run`` and ``measure`` write the same layout.
+
+    Returns
+    -------
+    dict
+        ``{"crops": CropWriter, "patches": CropWriter}``, only the kinds asked for.
+    """
+    meta = dict(metadata or {})
+    out = Path(out)
+    writers: dict[str, CropWriter] = {}
+    if crop_size:
+        writers["crops"] = CropWriter(out / "crops.h5", size=crop_size, kind="crops",
+                                      metadata={**meta, "crop_size": crop_size})
+    if patch_size:
+        writers["patches"] = CropWriter(out / "patches.h5", size=patch_size, kind="patches",
+                                        metadata={**meta, "patch_size": patch_size, "patch_stride": patch_stride,
+                                                  "min_inside": 0.85})
+    return writers
 
 
 def read_crops_h5(path: str | os.PathLike) -> dict[str, Any]:
