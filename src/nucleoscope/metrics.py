@@ -210,10 +210,15 @@ def overlap(gt: np.ndarray, pred: np.ndarray, *, min_size: int = 0) -> Overlap:
     -------
     Overlap
     """
+    return _indexed(gt, pred, min_size)[2]
+
+
+def _indexed(gt: np.ndarray, pred: np.ndarray, min_size: int) -> tuple[np.ndarray, np.ndarray, Overlap]:
+    """Validated, compactly re-indexed label images and their overlap table (shared by every scorer)."""
     gt, pred = _prepare(gt, pred)
     gi, gids, gareas = _compact(gt, min_size)
     pi, pids, pareas = _compact(pred, min_size)
-    return _overlap_indexed(gi, gids, gareas, pi, pids, pareas)
+    return gi, pi, _overlap_indexed(gi, gids, gareas, pi, pids, pareas)
 
 
 def _prepare(gt: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -688,10 +693,7 @@ def error_scores(gt: np.ndarray, pred: np.ndarray, *, thresh: float = 0.5, min_s
     -------
     ErrorScores
     """
-    gt, pred = _prepare(gt, pred)
-    gi, gids, gareas = _compact(gt, min_size)
-    pi, pids, pareas = _compact(pred, min_size)
-    ov = _overlap_indexed(gi, gids, gareas, pi, pids, pareas)
+    gi, pi, ov = _indexed(gt, pred, min_size)
     return _error_scores(gi, pi, ov, _match_indices(ov, thresh), thresh, hausdorff)
 
 
@@ -753,10 +755,7 @@ def evaluate_image(gt: np.ndarray, pred: np.ndarray, *, thresholds: Iterable[flo
     -------
     ImageScores
     """
-    gt, pred = _prepare(gt, pred)
-    gi, gids, gareas = _compact(gt, min_size)
-    pi, pids, pareas = _compact(pred, min_size)
-    ov = _overlap_indexed(gi, gids, gareas, pi, pids, pareas)
+    gi, pi, ov = _indexed(gt, pred, min_size)
     objects = {threshold_key(t): _matching_from(ov, t) for t in thresholds}
     errors = _error_scores(gi, pi, ov, _match_indices(ov, error_thresh), error_thresh, hausdorff)
     g, p = gi > 0, pi > 0
