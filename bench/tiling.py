@@ -89,21 +89,14 @@ def main() -> None:
     mp = args.size * args.size / 1e6
 
     rows = []
-    t_u, m_u, pred_u = measure(lambda: predictor(image))
-    t_t, m_t, pred_t = measure(lambda: predict_tiled(image, predictor, cfg))
-    pred_diff = float(np.max(np.abs(pred_u - pred_t)))
-    del pred_u, pred_t
-    rows.append(("dense predictor (Gaussian, r = 16 px)", "untiled", t_u, m_u, ""))
-    rows.append(("dense predictor (Gaussian, r = 16 px)", f"predict_tiled {cfg.tile}/{cfg.overlap}", t_t, m_t,
-                 f"max abs diff {pred_diff:.1e}"))
-
-    t_u, m_u, pred_u = measure(lambda: network_like(image))
-    t_t, m_t, pred_t = measure(lambda: predict_tiled(image, network_like, cfg))
-    pred_diff = float(np.max(np.abs(pred_u - pred_t)))
-    del pred_u, pred_t
-    rows.append(("network-like predictor (8 feature maps)", "untiled", t_u, m_u, ""))
-    rows.append(("network-like predictor (8 feature maps)", f"predict_tiled {cfg.tile}/{cfg.overlap}", t_t, m_t,
-                 f"max abs diff {pred_diff:.1e}"))
+    for title, fn in [("dense predictor (Gaussian, r = 16 px)", predictor),
+                      ("network-like predictor (8 feature maps)", network_like)]:
+        t_u, m_u, pred_u = measure(lambda: fn(image))
+        t_t, m_t, pred_t = measure(lambda: predict_tiled(image, fn, cfg))
+        pred_diff = float(np.max(np.abs(pred_u - pred_t)))
+        del pred_u, pred_t
+        rows.append((title, "untiled", t_u, m_u, ""))
+        rows.append((title, f"predict_tiled {cfg.tile}/{cfg.overlap}", t_t, m_t, f"max abs diff {pred_diff:.1e}"))
 
     t_u, m_u, lab_u = measure(lambda: segmenter(image))
     t_t, m_t, lab_t = measure(lambda: segment_tiled(image, segmenter, cfg))
