@@ -285,3 +285,18 @@ def test_train_segmenter_cli_pack_and_train(tmp_path):
     assert meta["training"]["data"]["tiny"]["held_out"] == ["im0.tif"]  # every 3rd training image, sorted
     assert meta["training"]["n_real"] == 2 and meta["training"]["n_synthetic"] == 1
     assert meta["architecture"]["widths"] == [4, 8, 8, 8, 8]
+    # the pack stores w0 = 10 maps; --border-w0 recomputes them all with the new weight
+    from nucleoscope.cli.train_segmenter import unpack
+
+    stored, _, _, _ = unpack(pack)
+    redone, _, _, _ = unpack(pack, border_w0=20.0)
+    for a, b in zip(stored, redone):
+        s2 = 5.0 * (a.diameter / 16.0) ** 2
+        np.testing.assert_allclose(a.weight, border_weight_map(a.labels, w0=10.0, sigma2=s2), atol=1e-2)
+        np.testing.assert_allclose(b.weight, border_weight_map(a.labels, w0=20.0, sigma2=s2), atol=1e-6)
+        assert (b.weight - 1).max() > 1.5 * (a.weight - 1).max()
+    assert main(["train-segmenter", "--from-pack", str(pack), "-o", str(tmp_path / "m20"), "--steps", "1",
+                 "--batch", "2", "--crop", "48", "--widths", "4,8,8,8,8", "--no-tune", "--device", "cpu",
+                 "--threads", "1", "--border-w0", "20"]) == 0
+    meta = json.loads((tmp_path / "m20" / "nuset.json").read_text())
+    assert meta["training"]["config"]["border_w0"] == 20.0

@@ -51,6 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-rpn", action="store_true", help="train the U-Net only (ablation)")
     parser.add_argument("--no-tune", action="store_true", help="keep default thresholds (skip the validation grid search)")
     parser.add_argument("--val-max-images", type=int, default=None, help="validate on at most N images during training")
+    parser.add_argument("--border-w0", type=float, default=10.0,
+                        help="U-Net border weight w0 between touching nuclei (default 10, as the U-Net paper)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pack", metavar="NPZ", help="prepare the training data, write it to NPZ and exit")
     parser.add_argument("--from-pack", metavar="NPZ", help="train from data written by --pack (no --data needed)")
@@ -105,7 +107,8 @@ def _synthetic(n: int, seed: int) -> list:
     return out
 
 
-def pack(path: str | Path, train: list, synthetic: list, val: list, record: dict, model_diameter: float) -> None:
+def pack(path: str | Path, train: list, synthetic: list, val: list, record: dict, model_diameter: float,
+         border_w0: float = 10.0) -> None:
     """Prepare (storage scale + weight maps) and write everything training needs to one NPZ."""
     from ..segment.nuset.train import prepare_sample
 
@@ -113,7 +116,7 @@ def pack(path: str | Path, train: list, synthetic: list, val: list, record: dict
     index = {"train": [], "synthetic": [], "val": [], "record": record, "model_diameter": model_diameter}
     for kind, items in (("train", train), ("synthetic", synthetic)):
         for img, lab, name, ds in items:
-            s = prepare_sample(img, lab, model_diameter=model_diameter, name=name, source=ds)
+            s = prepare_sample(img, lab, model_diameter=model_diameter, name=name, source=ds, border_w0=border_w0)
             if s is None:
                 continue
             k = f"{kind}_{len(index[kind])}"
@@ -135,15 +138,15 @@ def pack(path: str | Path, train: list, synthetic: list, val: list, record: dict
 def _weights(args):
     from ..segment.nuset.losses import border_weight_map
 
-    labels, sigma2 = args
-    return border_weight_map(labels, w0=10.0, sigma2=sigma2)
+    labels, sigma2, w0 = args
+    return border_weight_map(labels, w0=w0, sigma2=sigma2)
 
 
-def unpack(path: str | Path, *, workers: int = 1):
+def unpack(path: str | Path, *, workers: int = 1, border_w0: float | None = None):
     """Inverse of :func:`pack`: ``(train samples, synthetic samples, val images, record)``.
 
     Weight maps missing from the pack (dropped to keep it small) are recomputed, on ``workers``
-    processes."""
+    processes; with ``border_w0`` every weight map is recomputed with that border weight."""
     from ..segment.nuset.train import TrainSample, ValImage
 
     z = np.load(path, allow_pickle=False)
@@ -153,7 +156,9 @@ def unpack(path: str | Path, *, workers: int = 1):
     def samples(kind):
         entries = index[kind]
         labs = [z[e["key"] + "_lab"].astype(np.int32) for e in entries]
-        todo = [(lab, 5.0 * (e["diameter"] / md) ** 2) for e, lab in zip(entries, labs) if e["key"] + "_w" not in z]
+        stored = lambda e: border_w0 is None and e["key"] + "_w" in z
+        todo = [(lab, 5.0 * (e["diameter"] / md) ** 2, 10.0 if border_w0 is None else border_w0)
+                for e, lab in zip(entries, labs) if not stored(e)]
         if todo and workers > 1:
             from multiprocessing import Pool
 
@@ -163,7 +168,7 @@ def unpack(path: str | Path, *, workers: int = 1):
             computed = iter(map(_weights, todo))
         out = []
         for e, lab in zip(entries, labs):
-            w = z[e["key"] + "_w"].astype(np.float32) if e["key"] + "_w" in z else next(computed)
+            w = z[e["key"] + "_w"].astype(np.float32) if stored(e) else next(computed)
             out.append(TrainSample(z[e["key"] + "_img"].astype(np.float32) / 150 - 0.2, lab, w, e["diameter"],
                                    e["name"], e["set"]))
         return out
@@ -185,7 +190,8 @@ def run(args: argparse.Namespace) -> int:
     if args.from_pack:
         import os
 
-        train_s, synth_s, val, record = unpack(args.from_pack, workers=min(16, os.cpu_count() or 1))
+        train_s, synth_s, val, record = unpack(args.from_pack, workers=min(16, os.cpu_count() or 1),
+                                               border_w0=None if args.border_w0 == 10.0 else args.border_w0)
         if args.synthetic_ratio == 0:
             synth_s = []
     else:
@@ -194,10 +200,11 @@ def run(args: argparse.Namespace) -> int:
         train, val_raw, record = load_sets(args.data, holdout=args.holdout)
         synth = _synthetic(int(round(args.synthetic_ratio * len(train))), args.seed) if args.synthetic_ratio > 0 else []
         if args.pack:
-            pack(args.pack, train, synth, val_raw, record, args.model_diameter)
+            pack(args.pack, train, synth, val_raw, record, args.model_diameter, border_w0=args.border_w0)
             log.info("packed %d real + %d synthetic + %d val images into %s", len(train), len(synth), len(val_raw), args.pack)
             return 0
-        prep = lambda items: [s for s in (prepare_sample(i, l, model_diameter=args.model_diameter, name=n, source=d)
+        prep = lambda items: [s for s in (prepare_sample(i, l, model_diameter=args.model_diameter, name=n, source=d,
+                                                         border_w0=args.border_w0)
                                           for i, l, n, d in items) if s is not None]
         train_s, synth_s = prep(train), prep(synth)
         val = [ValImage(i, l, n, d) for i, l, n, d in val_raw]
@@ -208,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
     tcfg = TrainConfig(batch=args.batch, crop=args.crop, lr=args.lr, epochs=args.epochs, steps=args.steps,
                        max_minutes=args.max_minutes, eval_every=args.eval_every, patience=args.patience,
                        fg_norm=not args.no_fg_norm, rpn=not args.no_rpn, seed=args.seed,
-                       val_max_images=args.val_max_images)
+                       val_max_images=args.val_max_images, border_w0=args.border_w0)
     meta = {"data": record, "command": "nucleoscope train-segmenter " + " ".join(shlex.quote(a) for a in sys.argv[2:])
             if len(sys.argv) > 2 else "", "prepare_s": round(time.time() - t0, 1)}
     result = train_nuset(train_s, synthetic=synth_s, val=val, out_dir=args.output, model_config=mcfg, config=tcfg,

@@ -85,6 +85,7 @@ class TrainConfig:
     fg_norm: bool = True                  #: foreground normalization (False: whole-image percentiles)
     rpn: bool = True                      #: train the RPN head
     rpn_weight: float = 1.0
+    border_w0: float = 10.0               #: U-Net border weight between touching nuclei (recorded here)
     amp: bool = True                      #: bfloat16 autocast on CUDA
     seed: int = 0
     val_max_images: int | None = None
@@ -94,7 +95,7 @@ class TrainConfig:
 
 
 def prepare_sample(image: np.ndarray, labels: np.ndarray, *, model_diameter: float, max_zoom: float = 2.0,
-                   name: str = "", source: str = "real") -> TrainSample | None:
+                   name: str = "", source: str = "real", border_w0: float = 10.0) -> TrainSample | None:
     """Normalize, rescale to the storage scale and compute the border weight map of one image.
 
     Returns ``None`` for an image without nuclei (nothing to learn scale from)."""
@@ -110,7 +111,7 @@ def prepare_sample(image: np.ndarray, labels: np.ndarray, *, model_diameter: flo
         labels = resize_labels(labels, img.shape)
     # sigma^2 = 5 px at the model's scale -> in storage px
     s2 = 5.0 * (f * d / model_diameter) ** 2
-    w = border_weight_map(labels, w0=10.0, sigma2=s2)
+    w = border_weight_map(labels, w0=border_w0, sigma2=s2)
     return TrainSample(img.astype(np.float32), labels, w, float(d * f), name, source)
 
 
