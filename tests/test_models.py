@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from nucleoscope import InputError  # noqa: E402
-from nucleoscope.models import MODELS_DIR, load_nuset, load_weights, model_paths, save_model, sha256_file  # noqa: E402
+from nucleoscope.models import DEFAULT_NUSET, MODELS_DIR, load_nuset, load_weights, model_paths, save_model, sha256_file  # noqa: E402
 
 
 def test_save_load_roundtrip_and_hash(tmp_path):
@@ -41,8 +41,9 @@ def test_tampered_missing_and_unhashed_files_are_refused(tmp_path):
         load_weights(tmp_path / "absent")
 
 
-def test_bundled_nuset_v1_is_small_verified_and_documented():
-    w, j = model_paths("nuset_v1")
+def test_bundled_nuset_v2_is_small_verified_and_documented():
+    assert DEFAULT_NUSET == "nuset_v2"
+    w, j = model_paths("nuset_v2")
     assert w.parent == MODELS_DIR and w.stat().st_size < 5_000_000
     net, meta = load_nuset()
     assert meta["sha256"] == sha256_file(w)
@@ -51,4 +52,4 @@ def test_bundled_nuset_v1_is_small_verified_and_documented():
     assert meta["training"]["wall_time_s_total"] > 0 and "command" in meta["training"]
     assert not net.config.batchnorm and not net.training
     n_params = sum(p.numel() for p in net.parameters())
-    assert n_params == sum(int(np.prod(t.shape)) for t in load_weights("nuset_v1")[0].values())
+    assert n_params == sum(int(np.prod(t.shape)) for t in load_weights("nuset_v2")[0].values())

@@ -599,12 +599,12 @@ def _model_identity(method: str) -> dict:
     if method == "nuset":
         from importlib import resources
 
-        root = resources.files("nucleoscope") / "models"
-        for name in _bundled_models():
-            if name.startswith("nuset"):
-                try:
-                    meta = json.loads((root / name).read_text())
-                except (OSError, ValueError):
-                    continue
-                info[name] = {k: meta[k] for k in ("name", "version", "sha256") if k in meta}
+        from .models import DEFAULT_NUSET  # no torch import
+
+        name = DEFAULT_NUSET + ".json"
+        try:
+            meta = json.loads((resources.files("nucleoscope") / "models" / name).read_text())
+            info[name] = {k: meta[k] for k in ("name", "version", "sha256") if k in meta}
+        except (OSError, ValueError):
+            pass
     return info
