@@ -33,7 +33,8 @@ from scipy import ndimage as ndi
 
 from ... import InputError
 from ...postprocess import remove_small, seeded_watershed
-from ...preprocess import estimate_diameter, foreground_normalize, normalize_percentile
+from ...preprocess import (SPARSE_RENDERING_THRESHOLD, estimate_diameter, estimate_diameter_sparse,
+                           foreground_normalize, normalize_percentile, sparse_rendering_fraction)
 from .network import NusetConfig, NusetNet
 from .rpn import decode_boxes, make_anchors, nms
 
@@ -51,6 +52,9 @@ DEFAULT_TILE = (1024, 96)
 PASS1_FRACTION = 0.625
 #: Images whose Otsu foreground is less than this many noise SDs above the background hold no nuclei.
 EMPTY_SNR = 3.5
+#: A first estimate below this (px) may be the speckle of a localisation rendering (STORM reads ~4.6 px);
+#: only then is the image tested for sparsity, which keeps the test off the common path.
+SPARSE_CHECK_BELOW = 12.0
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,9 @@ class NusetDetails:
     diameter : float
         Nucleus diameter (px of the input image) the image was rescaled from.
     diameter_source : str
-        ``"given"``, ``"scale"``, ``"estimated"``, ``"default"`` (nothing to measure) or ``"empty"``
+        ``"given"``, ``"scale"``, ``"estimated"``, ``"estimated (sparse rendering)"`` (a localisation
+        rendering, see :func:`nucleoscope.preprocess.estimate_diameter_sparse`), ``"default"`` (nothing to
+        measure) or ``"empty"``
         (no foreground above the noise: no nuclei, the network did not run).
     scale : float
         Factor applied to the input for pass 2 (``model diameter / diameter``).
@@ -470,6 +476,12 @@ def predict_nuset(image: np.ndarray, net: NusetNet, *, thresholds: Thresholds = 
         d_src, src = src_given
     else:
         d_src, src = d0, "estimated"
+        if not (d0 >= SPARSE_CHECK_BELOW) and sparse_rendering_fraction(image) > SPARSE_RENDERING_THRESHOLD:
+            # a super-resolution (STORM) rendering: its Otsu mask is localisation speckle, so size the
+            # nuclei on blurred copies instead (nucleoscope.preprocess.estimate_diameter_sparse)
+            d_sparse = estimate_diameter_sparse(image)
+            if np.isfinite(d_sparse):
+                d_src, src = d_sparse, "estimated (sparse rendering)"
         if not np.isfinite(d_src):
             d_src, src = cfg.diameter, "default"
     timings["estimate"] = time.perf_counter() - t0
@@ -480,7 +492,7 @@ def predict_nuset(image: np.ndarray, net: NusetNet, *, thresholds: Thresholds = 
     x1 = resize_image(image, _shape(image.shape, f1))
     x1n = foreground_normalize(x1, _otsu_mask(x1)) if norm == "foreground" else normalize_percentile(x1)
     prob1, cls1, box1 = predict_maps(net, x1n, device=device, tile=tile)
-    if src == "estimated":
+    if src.startswith("estimated"):
         # NuSeT sizes its anchors from the median nucleus of the coarse mask; we rescale the image to
         # the anchors instead. The median proposal box is that size without a watershed at this stage.
         if use_rpn:
