@@ -55,6 +55,20 @@ def test_border_weight_map_between_two_nuclei():
     assert np.allclose(border_weight_map(lab == 1), 1.0)
 
 
+def test_small_object_weights_mark_only_small_nuclei():
+    from nucleoscope.segment.nuset.losses import small_object_weights
+
+    lab = np.zeros((40, 40), np.int32)
+    lab[2:12, 2:12] = 1      # 100 px
+    lab[20:30, 2:12] = 2     # 100 px
+    lab[2:12, 20:30] = 3     # 100 px
+    lab[30:34, 30:34] = 4    # 16 px < 0.25 x median 100
+    w = small_object_weights(lab, factor=5.0)
+    assert w[lab == 4].min() == 5.0 and w[lab != 4].max() == 1.0
+    assert (small_object_weights(lab, factor=1.0) == 1).all()
+    assert (small_object_weights(np.zeros((8, 8), np.int32), factor=5.0) == 1).all()
+
+
 def test_seg_loss_perfect_and_wrong():
     t = torch.zeros(1, 1, 8, 8)
     t[..., 2:6, 2:6] = 1
@@ -326,6 +340,7 @@ def test_train_segmenter_cli_pack_and_train(tmp_path):
         assert (b.weight - 1).max() > 1.5 * (a.weight - 1).max()
     assert main(["train-segmenter", "--from-pack", str(pack), "-o", str(tmp_path / "m20"), "--steps", "1",
                  "--batch", "2", "--crop", "48", "--widths", "4,8,8,8,8", "--no-tune", "--device", "cpu",
-                 "--threads", "1", "--border-w0", "20"]) == 0
+                 "--threads", "1", "--border-w0", "20", "--small-weight", "3"]) == 0
     meta = json.loads((tmp_path / "m20" / "nuset.json").read_text())
     assert meta["training"]["config"]["border_w0"] == 20.0
+    assert meta["training"]["config"]["small_weight"] == 3.0

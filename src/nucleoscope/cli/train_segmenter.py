@@ -53,6 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-max-images", type=int, default=None, help="validate on at most N images during training")
     parser.add_argument("--border-w0", type=float, default=10.0,
                         help="U-Net border weight w0 between touching nuclei (default 10, as the U-Net paper)")
+    parser.add_argument("--small-weight", type=float, default=1.0,
+                        help="loss weight on nuclei under 1/4 of the median area, e.g. micronuclei (default 1: off)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pack", metavar="NPZ", help="prepare the training data, write it to NPZ and exit")
     parser.add_argument("--from-pack", metavar="NPZ", help="train from data written by --pack (no --data needed)")
@@ -215,7 +217,8 @@ def run(args: argparse.Namespace) -> int:
     tcfg = TrainConfig(batch=args.batch, crop=args.crop, lr=args.lr, epochs=args.epochs, steps=args.steps,
                        max_minutes=args.max_minutes, eval_every=args.eval_every, patience=args.patience,
                        fg_norm=not args.no_fg_norm, rpn=not args.no_rpn, seed=args.seed,
-                       val_max_images=args.val_max_images, border_w0=args.border_w0)
+                       val_max_images=args.val_max_images, border_w0=args.border_w0,
+                       small_weight=args.small_weight)
     meta = {"data": record, "command": "nucleoscope train-segmenter " + " ".join(shlex.quote(a) for a in sys.argv[2:])
             if len(sys.argv) > 2 else "", "prepare_s": round(time.time() - t0, 1)}
     result = train_nuset(train_s, synthetic=synth_s, val=val, out_dir=args.output, model_config=mcfg, config=tcfg,

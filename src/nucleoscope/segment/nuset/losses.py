@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
 
-__all__ = ["border_weight_map", "seg_loss"]
+__all__ = ["border_weight_map", "seg_loss", "small_object_weights"]
 
 
 def border_weight_map(labels: np.ndarray, *, w0: float = 10.0, sigma2: float = 5.0) -> np.ndarray:
@@ -40,6 +40,25 @@ def border_weight_map(labels: np.ndarray, *, w0: float = 10.0, sigma2: float = 5
     wmap = 1.0 + w0 * np.exp(-(s * s) / (2 * sigma2))
     wmap[~np.isfinite(s)] = 1.0
     return wmap.astype(np.float32)
+
+
+def small_object_weights(labels: np.ndarray, *, factor: float, fraction: float = 0.25) -> np.ndarray:
+    """Multiplier (Y, X) float32: ``factor`` on nuclei smaller than ``fraction`` x the median nucleus area, else 1.
+
+    NuSeT raises the loss around rare objects so they are learned; here the rare objects are the
+    micronuclei and fragments that real annotations keep (BBBC039: ~5% of its nuclei are under 50 px,
+    and the network missed two thirds of them). Apply it to the border weight map by multiplication.
+    """
+    labels = np.asarray(labels).astype(np.int32, copy=False)
+    out = np.ones(labels.shape, np.float32)
+    areas = np.bincount(labels.ravel())
+    if factor == 1 or areas.size < 2 or not areas[1:].any():
+        return out
+    present = np.flatnonzero(areas[1:]) + 1
+    small = np.zeros(areas.size, bool)
+    small[present[areas[present] < fraction * np.median(areas[present])]] = True
+    out[small[labels]] = factor
+    return out
 
 
 def seg_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,

@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from ...preprocess import estimate_diameter, normalize_percentile, rescale_image, resize_labels
 from .infer import PASS1_FRACTION, Thresholds, check_image, labels_from_maps, predict_nuset
-from .losses import border_weight_map, seg_loss
+from .losses import border_weight_map, seg_loss, small_object_weights
 from .network import NusetConfig, NusetNet
 from .rpn import boxes_from_labels, make_anchors, rpn_loss, rpn_targets
 
@@ -86,6 +86,7 @@ class TrainConfig:
     rpn: bool = True                      #: train the RPN head
     rpn_weight: float = 1.0
     border_w0: float = 10.0               #: U-Net border weight between touching nuclei (recorded here)
+    small_weight: float = 1.0             #: loss weight on nuclei < 1/4 of the median area (1: off)
     amp: bool = True                      #: bfloat16 autocast on CUDA
     seed: int = 0
     val_max_images: int | None = None
@@ -379,6 +380,9 @@ def train_nuset(samples: Sequence[TrainSample], *, synthetic: Sequence[TrainSamp
     g = np.random.default_rng(config.seed)
     net = NusetNet(NusetConfig.from_dict({**model_config.to_dict(), "batchnorm": True})).to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.small_weight != 1:
+        samples, synthetic = ([replace(s, weight=s.weight * small_object_weights(s.labels, factor=config.small_weight))
+                               for s in group] for group in (samples, synthetic))
     n_img = max(1, len(samples) + len(synthetic))
     total = config.steps or max(1, config.epochs * n_img // config.batch)
     sampler = _Sampler(samples, synthetic, net.config, config, dev, synthetic_ratio)
