@@ -35,6 +35,7 @@ from ... import InputError
 from ...postprocess import remove_small, seeded_watershed
 from ...preprocess import (SPARSE_RENDERING_THRESHOLD, estimate_diameter, estimate_diameter_sparse,
                            foreground_normalize, normalize_percentile, sparse_rendering_fraction)
+from ...preprocess import _inscribed_diameter, _otsu_fg as _otsu_mask  # shared with the sparse estimate
 from .network import NusetConfig, NusetNet
 from .rpn import decode_boxes, make_anchors, nms
 
@@ -360,14 +361,6 @@ def _get_model(model, device: torch.device) -> tuple[NusetNet, dict]:
     return _CACHE[key]
 
 
-def _otsu_mask(x: np.ndarray) -> np.ndarray:
-    from skimage.filters import threshold_otsu
-
-    if float(x.max()) <= float(x.min()):
-        return np.zeros(x.shape, bool)
-    return x > threshold_otsu(x)
-
-
 def _initial_diameter(image: np.ndarray) -> tuple[float, float]:
     """Cheap first diameter estimate (px) and signal-to-noise ratio, from the Otsu mask of a small copy.
 
@@ -398,13 +391,7 @@ def _coarse_estimate(image: np.ndarray, side: int) -> tuple[float, float, float]
     bg, fg = small[~mask], small[mask]
     noise = 1.4826 * float(np.median(np.abs(bg - np.median(bg))))
     snr = (float(np.median(fg)) - float(np.median(bg))) / max(noise, 1e-6 * max(1.0, float(np.abs(small).max())))
-    lab, n = ndi.label(mask)
-    dist = ndi.distance_transform_edt(mask)
-    r = np.asarray(ndi.maximum(dist, lab, index=np.arange(1, n + 1)))
-    r = r[r >= 1.5]  # ignore specks of noise
-    if r.size == 0:
-        return float("nan"), snr, float("nan")
-    d = float(2 * np.median(r) * 1.15)
+    d = _inscribed_diameter(mask)  # specks of noise (inscribed radius < 1.5 px) are ignored
     return d / f, snr, d
 
 
