@@ -572,10 +572,9 @@ def _write_windows(out: Path, images: pd.DataFrame, config: RunConfig) -> None:
     from .features import nucleus_crops, nucleus_patches
     from .io.hdf5 import window_writers
 
-    writers = window_writers(out, crop_size=config.crops, patch_size=config.patches,
-                             patch_stride=max(config.patches // 2, 1),
-                             metadata={"method": config.method, "pixel_size": config.pixel_size})
-    try:
+    with window_writers(out, crop_size=config.crops, patch_size=config.patches,
+                        patch_stride=max(config.patches // 2, 1),
+                        metadata={"method": config.method, "pixel_size": config.pixel_size}) as writers:
         for _, r in images[images["Status"] == "ok"].iterrows():
             img = io.read_image(r["Path"], channel=config.channel, plane=config.plane, pixel_size=config.pixel_size)
             labels = io.read_labels(out / "labels" / f"{r['ImageName']}.tif")
@@ -585,12 +584,6 @@ def _write_windows(out: Path, images: pd.DataFrame, config: RunConfig) -> None:
                 writers["patches"].add(r["ImageName"], nucleus_patches(
                     img.data, labels, size=config.patches, stride=max(config.patches // 2, 1),
                     saturation=img.saturation))
-    except BaseException:
-        for w in writers.values():
-            w.abort()
-        raise
-    for w in writers.values():
-        w.close()
 
 
 def _model_identity(method: str) -> dict:

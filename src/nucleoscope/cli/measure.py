@@ -184,11 +184,11 @@ def run(args: argparse.Namespace) -> int:
                           hc_k=args.hc_k, crops=args.crops, crop_size=args.crop_size, patches=args.patches,
                           patch_size=args.patch_size, patch_stride=args.patch_stride)
     jobs = [(n, i, lab, opts) for n, i, lab in pairs]
-    writers = window_writers(out, crop_size=args.crop_size if args.crops else 0,
-                             patch_size=args.patch_size if args.patches else 0, patch_stride=args.patch_stride,
-                             metadata={"features": args.features, "pixel_size": args.pixel_size, "hc_k": args.hc_k})
     tables, records = [], []
-    try:
+    with window_writers(out, crop_size=args.crop_size if args.crops else 0,
+                        patch_size=args.patch_size if args.patches else 0, patch_stride=args.patch_stride,
+                        metadata={"features": args.features, "pixel_size": args.pixel_size,
+                                  "hc_k": args.hc_k}) as writers:
         if args.jobs == 1 or len(jobs) == 1:
             results = map(_star, jobs)
             pool = None
@@ -205,12 +205,6 @@ def run(args: argparse.Namespace) -> int:
                     w.add(res["record"]["ImageName"], res[kind], class_label=args.class_label)
         if pool is not None:
             pool.shutdown()
-    except BaseException:
-        for w in writers.values():
-            w.abort()
-        raise
-    for w in writers.values():
-        w.close()
     columns = ["ImageName", *feature_columns(args.features)]
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(
         {c: pd.Series([], dtype=object if c == "ImageName" else ("int32" if c == "ObjectNumber" else "float64"))

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -212,15 +213,18 @@ def write_crops_h5(
     return Path(path)
 
 
+@contextmanager
 def window_writers(out: str | os.PathLike, *, crop_size: int = 0, patch_size: int = 0, patch_stride: int = 0,
-                   metadata: Mapping[str, Any] | None = None) -> dict[str, "CropWriter"]:
-    """Open ``out/crops.h5`` and/or ``out/patches.h5`` writers (a size of 0 skips that file).
+                   metadata: Mapping[str, Any] | None = None) -> Iterator[dict[str, "CropWriter"]]:
+    """Context manager over ``out/crops.h5`` and/or ``out/patches.h5`` writers (a size of 0 skips that file).
 
     The metadata of each file records its window size (and the patches' stride and the 85 % inside
-    rule), so ``run`` and ``measure`` write the same layout.
+    rule), so ``run`` and ``measure`` write the same layout. Leaving the block closes every writer
+    (each file appears atomically); an exception aborts them all, so no partial file is left, and
+    propagates.
 
-    Returns
-    -------
+    Yields
+    ------
     dict
         ``{"crops": CropWriter, "patches": CropWriter}``, only the kinds asked for.
     """
@@ -234,7 +238,14 @@ def window_writers(out: str | os.PathLike, *, crop_size: int = 0, patch_size: in
         writers["patches"] = CropWriter(out / "patches.h5", size=patch_size, kind="patches",
                                         metadata={**meta, "patch_size": patch_size, "patch_stride": patch_stride,
                                                   "min_inside": 0.85})
-    return writers
+    try:
+        yield writers
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    for w in writers.values():
+        w.close()
 
 
 def read_crops_h5(path: str | os.PathLike) -> dict[str, Any]:
