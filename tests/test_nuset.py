@@ -344,3 +344,106 @@ def test_train_segmenter_cli_pack_and_train(tmp_path):
     meta = json.loads((tmp_path / "m20" / "nuset.json").read_text())
     assert meta["training"]["config"]["border_w0"] == 20.0
     assert meta["training"]["config"]["small_weight"] == 3.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# Boundary channel (borders between touching nuclei)
+# ---------------------------------------------------------------------------------------------------
+
+def test_boundary_target_marks_only_borders_between_nuclei():
+    from nucleoscope.segment.nuset.train import boundary_target
+
+    lab = np.zeros((20, 30), np.float32)
+    lab[5:15, 3:13] = 2   # touches object 1 along x = 12 | 13
+    lab[5:15, 13:23] = 1
+    lab[5:10, 26:29] = 3  # isolated: 3 px of background from object 1
+    t = boundary_target(torch.from_numpy(lab), radius=2).numpy()
+    assert t.shape == (2, 20, 30)
+    assert np.array_equal(t[0], lab > 0)
+    border = t[1] > 0
+    # exactly the two columns on each side of the contact, over the contact's rows, and nothing else
+    expect = np.zeros_like(border)
+    expect[5:15, 11:15] = True
+    assert np.array_equal(border, expect)
+
+
+def test_boundary_loss_prefers_the_right_map():
+    from nucleoscope.segment.nuset.losses import boundary_loss
+
+    t = torch.zeros(1, 1, 16, 16)
+    t[..., 6:8, :] = 1
+    good = boundary_loss(torch.where(t > 0, 4.0, -4.0), t)
+    bad = boundary_loss(torch.where(t > 0, -4.0, 4.0), t)
+    none = boundary_loss(torch.full_like(t, -4.0), t)  # predicting no border at all is penalized too
+    assert float(good) < 0.1 < float(none) < float(bad)
+
+
+def test_merge_weak_borders_joins_only_unsupported_cuts():
+    from nucleoscope.segment.nuset.infer import merge_weak_borders
+
+    lab = np.zeros((10, 30), np.int32)
+    lab[2:8, 2:10], lab[2:8, 10:18], lab[2:8, 18:26] = 1, 2, 3
+    bnd = np.zeros(lab.shape, np.float32)
+    bnd[:, 17:19] = 0.9  # a predicted border between 2 and 3 only
+    out = merge_weak_borders(lab, bnd, 0.5)
+    assert set(np.unique(out)) == {0, 1, 3}           # 1 and 2 merged (smaller id kept), 3 kept
+    assert np.array_equal(out == 1, (lab == 1) | (lab == 2))
+    assert np.array_equal(merge_weak_borders(lab, bnd, 0.0), lab)
+
+
+def test_boundary_relief_cuts_on_the_predicted_border():
+    """Two seeds on one saturated plateau: the flooding meets where the boundary channel says, not
+    half-way between the seeds."""
+    from nucleoscope.segment.nuset.infer import instances_from_maps
+
+    prob = np.zeros((24, 48), np.float32)
+    prob[4:20, 4:44] = 0.999
+    bnd = np.zeros_like(prob)
+    bnd[4:20, 30] = 0.9  # the border is at x = 30; the seeds are at x = 12 and x = 36 (half-way: 24)
+    boxes = np.array([[6, 6, 18, 18], [6, 30, 18, 42]], float)
+    flat, _ = instances_from_maps(prob, boxes, prob_thresh=0.5)
+    cut, _ = instances_from_maps(prob, boxes, prob_thresh=0.5, boundary=bnd)
+    left = lambda lab: int((lab == lab[12, 12]).sum(axis=1)[12])
+    assert abs(left(flat) - 20) <= 1          # x 4..23
+    assert left(cut) in (26, 27)              # x 4..29 (the ridge pixel goes to one side)
+
+
+def test_init_adds_a_boundary_channel_without_changing_the_foreground():
+    from nucleoscope.segment.nuset.train import _load_init
+
+    torch.manual_seed(0)
+    base = NusetNet(NusetConfig(widths=(4, 8, 8, 8, 8), batchnorm=False)).eval()
+    net = NusetNet(NusetConfig(widths=(4, 8, 8, 8, 8), batchnorm=False, boundary=True)).eval()
+    _load_init(net, base)
+    x = torch.randn(1, 1, 32, 32)
+    with torch.no_grad():
+        a, ca, _ = base(x)
+        b, cb, _ = net(x)
+    assert b.shape == (1, 2, 32, 32)
+    assert torch.allclose(a[:, 0], b[:, 0]) and torch.allclose(ca, cb)
+    assert float(torch.sigmoid(b[:, 1]).max()) < 0.05  # starts saying "no border" everywhere
+    with pytest.raises(ValueError, match="does not match"):
+        _load_init(NusetNet(NusetConfig(widths=(8, 8, 8, 8, 8), batchnorm=False)), base)
+
+
+def test_training_with_boundary_channel_smoke(tmp_path):
+    torch.set_num_threads(1)
+    from nucleoscope.models import load_nuset
+    from nucleoscope.segment.nuset.train import TrainConfig, prepare_sample, train_nuset
+    from nucleoscope.synth import nuclei_field
+
+    samples = []
+    for seed in range(2):
+        s = nuclei_field((96, 96), rng=seed, diameter=(14.0, 18.0), artifacts=0, coverage=0.5, clump_fraction=0.8)
+        samples.append(prepare_sample(s.image, s.labels, model_diameter=16.0, name=str(seed)))
+    losses = []
+    cfg = TrainConfig(crop=48, batch=4, steps=20, eval_every=20, lr=2e-2, max_minutes=2, scale_range=(0.9, 1.1))
+    mcfg = NusetConfig(widths=(4, 8, 8, 8, 8), boundary=True)
+    train_nuset(samples, out_dir=tmp_path, model_config=mcfg, config=cfg, device="cpu", tune=False,
+                on_step=lambda step, loss: losses.append(loss["boundary"]))
+    assert len(losses) == 20 and all(np.isfinite(losses)) and losses[0] > 0
+    assert np.mean(losses[-5:]) < np.mean(losses[:5])
+    net, meta = load_nuset(tmp_path / "nuset")
+    assert net.config.boundary and net.head.out_channels == 2
+    labels, details = segment_nuset(samples[0].image, model=(net, meta), scale=1.0, device="cpu")
+    assert labels.shape == samples[0].image.shape

@@ -55,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="U-Net border weight w0 between touching nuclei (default 10, as the U-Net paper)")
     parser.add_argument("--small-weight", type=float, default=1.0,
                         help="loss weight on nuclei under 1/4 of the median area, e.g. micronuclei (default 1: off)")
+    parser.add_argument("--boundary", action="store_true",
+                        help="add the boundary channel (borders between touching nuclei) the watershed cuts along")
+    parser.add_argument("--boundary-weight", type=float, default=1.0, help="weight of the boundary loss (default 1)")
+    parser.add_argument("--init", metavar="MODEL",
+                        help="fine-tune this exported model (name or .safetensors path, e.g. nuset_v2); "
+                             "its widths are used, --widths is ignored")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pack", metavar="NPZ", help="prepare the training data, write it to NPZ and exit")
     parser.add_argument("--from-pack", metavar="NPZ", help="train from data written by --pack (no --data needed)")
@@ -212,18 +218,30 @@ def run(args: argparse.Namespace) -> int:
         val = [ValImage(i, l, n, d) for i, l, n, d in val_raw]
     if not args.output:
         raise InputError("give -o MODEL_DIR")
-    widths = tuple(int(w) for w in args.widths.split(","))
-    mcfg = NusetConfig(widths=widths, diameter=args.model_diameter, rpn_level=args.rpn_level)
+    init = None
+    if args.init:
+        from ..models import load_nuset
+
+        init, init_meta = load_nuset(args.init)
+        c = init.config
+        mcfg = NusetConfig(widths=c.widths, diameter=c.diameter, rpn_level=c.rpn_level, anchor_scales=c.anchor_scales,
+                           anchor_ratios=c.anchor_ratios, boundary=args.boundary or c.boundary)
+    else:
+        widths = tuple(int(w) for w in args.widths.split(","))
+        mcfg = NusetConfig(widths=widths, diameter=args.model_diameter, rpn_level=args.rpn_level,
+                           boundary=args.boundary)
     tcfg = TrainConfig(batch=args.batch, crop=args.crop, lr=args.lr, epochs=args.epochs, steps=args.steps,
                        max_minutes=args.max_minutes, eval_every=args.eval_every, patience=args.patience,
                        fg_norm=not args.no_fg_norm, rpn=not args.no_rpn, seed=args.seed,
                        val_max_images=args.val_max_images, border_w0=args.border_w0,
-                       small_weight=args.small_weight)
+                       small_weight=args.small_weight, boundary_weight=args.boundary_weight)
     meta = {"data": record, "command": "nucleoscope train-segmenter " + " ".join(shlex.quote(a) for a in sys.argv[2:])
             if len(sys.argv) > 2 else "", "prepare_s": round(time.time() - t0, 1)}
+    if init is not None:
+        meta["init"] = {"model": args.init, "sha256": init_meta.get("sha256")}
     result = train_nuset(train_s, synthetic=synth_s, val=val, out_dir=args.output, model_config=mcfg, config=tcfg,
                          synthetic_ratio=args.synthetic_ratio, device=args.device, resume=args.resume,
-                         tune=not args.no_tune, meta=meta)
+                         tune=not args.no_tune, meta=meta, init=init)
     v = result.get("validation") or {}
     print(f"model written to {Path(args.output) / 'nuset.safetensors'}; validation F1@0.5 {v.get('f1_50', float('nan')):.4f} "
           f"F1@0.7 {v.get('f1_70', float('nan')):.4f}; thresholds {result['thresholds']}")

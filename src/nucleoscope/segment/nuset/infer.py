@@ -70,6 +70,12 @@ class Thresholds:
     #: the watershed relief: a tie-break on the probability's saturated plateau (see
     #: :func:`instances_from_maps`); 0 floods the probability alone (nuset_v1 before 2026-11-22)
     relief_dt: float = 0.01
+    #: models with a boundary channel: its weight in the watershed relief, so cuts follow the predicted
+    #: borders between touching nuclei
+    boundary: float = 1.0
+    #: models with a boundary channel: neighbours whose shared border scores below this mean boundary
+    #: probability are one nucleus that two proposals over-seeded, and are merged (0: never)
+    merge: float = 0.0
 
 
 @dataclass
@@ -133,8 +139,7 @@ def _forward(net: NusetNet, x: np.ndarray, device: torch.device):
     if device.type == "cpu":
         t = t.contiguous(memory_format=torch.channels_last)  # see _get_model
     logits, cls, box = net(t)
-    return (torch.sigmoid(logits)[0, 0].float().cpu().numpy(), cls[0].float().cpu().numpy(),
-            box[0].float().cpu().numpy())
+    return torch.sigmoid(logits)[0].float().cpu().numpy(), cls[0].float().cpu().numpy(), box[0].float().cpu().numpy()
 
 
 @torch.inference_mode()
@@ -158,6 +163,8 @@ def predict_maps(net: NusetNet, x: np.ndarray, *, device: str | torch.device = "
         Proposal logits per anchor at stride ``s`` (``H``, ``W`` padded to multiples of 16).
     box : ndarray (4A, ceil(H/s), ceil(W/s)) float32
         Box regression deltas.
+    boundary : ndarray (H, W) float32 or None
+        Probability of a border between touching nuclei (models with a boundary channel).
     """
     device = torch.device(device)
     h, w = x.shape
@@ -165,13 +172,21 @@ def predict_maps(net: NusetNet, x: np.ndarray, *, device: str | torch.device = "
     # reflect-pad to multiples of 16 (a 4-level U-Net); 'edge' when the image is too small to reflect
     mode = "reflect" if (H - h < h and W - w < w) else "edge"
     xp = np.pad(x, ((0, H - h), (0, W - w)), mode=mode) if (H, W) != (h, w) else x
-    s = net.config.stride
+    n_out = 2 if net.config.boundary else 1
     if tile is None or (H <= tile[0] + 2 * tile[1] and W <= tile[0] + 2 * tile[1]):
-        prob, cls, box = _forward(net, xp, device)
-        return prob[:h, :w], cls, box
+        maps, cls, box = _forward(net, xp, device)
+    else:
+        maps, cls, box = _predict_tiled(net, xp, device, tile, n_out)
+    return maps[0, :h, :w], cls, box, (maps[1, :h, :w] if n_out > 1 else None)
+
+
+def _predict_tiled(net: NusetNet, xp: np.ndarray, device: torch.device, tile: tuple[int, int], n_out: int):
+    """:func:`predict_maps` in tiles of ``tile = (core, margin)`` px (multiples of 16 after rounding up)."""
+    H, W = xp.shape
+    s = net.config.stride
     core, margin = tile
     core, margin = -(-core // 16) * 16, -(-margin // 16) * 16
-    prob = np.zeros((H, W), np.float32)
+    maps = np.zeros((n_out, H, W), np.float32)
     A = net.config.n_anchors
     cls = np.zeros((A, H // s, W // s), np.float32)
     box = np.zeros((4 * A, H // s, W // s), np.float32)
@@ -181,11 +196,11 @@ def predict_maps(net: NusetNet, x: np.ndarray, *, device: str | torch.device = "
             ya, xa = max(y0 - margin, 0), max(x0 - margin, 0)
             yb, xb = min(y1 + margin, H), min(x1 + margin, W)
             p, c, b = _forward(net, xp[ya:yb, xa:xb], device)
-            prob[y0:y1, x0:x1] = p[y0 - ya:y1 - ya, x0 - xa:x1 - xa]
+            maps[:, y0:y1, x0:x1] = p[:, y0 - ya:y1 - ya, x0 - xa:x1 - xa]
             sl = (slice(None), slice((y0 - ya) // s, (y1 - ya) // s), slice((x0 - xa) // s, (x1 - xa) // s))
             cls[:, y0 // s:y1 // s, x0 // s:x1 // s] = c[sl]
             box[:, y0 // s:y1 // s, x0 // s:x1 // s] = b[sl]
-    return prob[:h, :w], cls, box
+    return maps, cls, box
 
 
 def proposals(cls: np.ndarray, box: np.ndarray, config: NusetConfig, *, score_thresh: float,
@@ -209,7 +224,8 @@ def proposals(cls: np.ndarray, box: np.ndarray, config: NusetConfig, *, score_th
 
 def instances_from_maps(prob: np.ndarray, boxes: np.ndarray | None, *, prob_thresh: float,
                         min_size: int = 3, relief_dt: float = 0.0,
-                        diameter: float = 16.0) -> tuple[np.ndarray, int]:
+                        diameter: float = 16.0, boundary: np.ndarray | None = None,
+                        boundary_weight: float = 1.0, merge_below: float = 0.0) -> tuple[np.ndarray, int]:
     """Instances from a foreground map, split by a watershed seeded at proposal box centres.
 
     The relief flooded is ``-(prob + relief_dt * edt(mask) / diameter)``. Touching nuclei are
@@ -237,6 +253,13 @@ def instances_from_maps(prob: np.ndarray, boxes: np.ndarray | None, *, prob_thre
         the probability in the relief (0: probability only).
     diameter : float
         Nucleus diameter (px of ``prob``): the network's training diameter.
+    boundary : ndarray (H, W), optional
+        Probability of a border between touching nuclei (models with a boundary channel); added to
+        the relief with ``boundary_weight``, so the flooding from two seeds meets on the predicted
+        border.
+    merge_below : float
+        With ``boundary``: neighbouring regions whose shared edge has a mean boundary probability below
+        this are merged (two proposals on one nucleus); 0 keeps every seed's region.
 
     Returns
     -------
@@ -269,8 +292,65 @@ def instances_from_maps(prob: np.ndarray, boxes: np.ndarray | None, *, prob_thre
         multi = np.flatnonzero(np.bincount(comp[cy, cx], minlength=n + 1)[1:] >= 2) + 1
         if multi.size:
             _subtract_component_edt(surface, comp, multi, relief_dt / diameter)
+    if boundary is not None and boundary_weight > 0:
+        surface = surface + boundary_weight * boundary
     labels = seeded_watershed(surface, seeds, mask)
+    if boundary is not None and merge_below > 0:
+        labels = merge_weak_borders(labels, boundary, merge_below)
     return remove_small(labels, min_size), int(cy.size + missing.size)
+
+
+def merge_weak_borders(labels: np.ndarray, boundary: np.ndarray, below: float) -> np.ndarray:
+    """Merge neighbouring objects whose shared edge has a mean ``boundary`` value below ``below``.
+
+    The edge between two 4-connected neighbours ``p``, ``q`` with different ids scores
+    ``max(boundary[p], boundary[q])``; pairs are merged transitively (union-find), the smaller id kept.
+
+    Parameters
+    ----------
+    labels : ndarray (H, W) int
+    boundary : ndarray (H, W) float
+        Probability of a border between touching nuclei.
+    below : float
+
+    Returns
+    -------
+    ndarray (H, W) int32 (ids not renumbered)
+    """
+    labels = np.asarray(labels, np.int32)
+    a_list, b_list, v_list = [], [], []
+    for sa, sb in (((slice(1, None), slice(None)), (slice(None, -1), slice(None))),
+                   ((slice(None), slice(1, None)), (slice(None), slice(None, -1)))):
+        la, lb = labels[sa], labels[sb]
+        k = (la != lb) & (la > 0) & (lb > 0)
+        if k.any():
+            a_list.append(np.minimum(la[k], lb[k]))
+            b_list.append(np.maximum(la[k], lb[k]))
+            v_list.append(np.maximum(boundary[sa][k], boundary[sb][k]))
+    if not a_list:
+        return labels
+    a, b, v = (np.concatenate(x) for x in (a_list, b_list, v_list))
+    key = a.astype(np.int64) * (int(labels.max()) + 1) + b
+    uk, inv = np.unique(key, return_inverse=True)
+    mean = np.bincount(inv, weights=v) / np.bincount(inv)
+    weak = uk[mean < below]
+    if weak.size == 0:
+        return labels
+    parent = np.arange(int(labels.max()) + 1)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    n = int(labels.max()) + 1
+    for pa, pb in zip(weak // n, weak % n):
+        ra, rb = root(int(pa)), root(int(pb))
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    lut = np.array([root(i) for i in range(n)], np.int32)
+    return lut[labels]
 
 
 def _subtract_component_edt(surface: np.ndarray, comp: np.ndarray, ids: np.ndarray, weight: float) -> None:
@@ -422,6 +502,7 @@ class NusetMaps:
     scale: float              #: pass-2 factor
     timings: dict = field(default_factory=dict)
     empty: bool = False       #: no foreground above the noise: no nuclei
+    boundary: np.ndarray | None = None  #: (h, w) border-between-nuclei probability (boundary models)
 
 
 def predict_nuset(image: np.ndarray, net: NusetNet, *, thresholds: Thresholds = Thresholds(),
@@ -478,7 +559,7 @@ def predict_nuset(image: np.ndarray, net: NusetNet, *, thresholds: Thresholds = 
     f1 = min(pass1_d / d_src, 4.0)
     x1 = resize_image(image, _shape(image.shape, f1))
     x1n = foreground_normalize(x1, _otsu_mask(x1)) if norm == "foreground" else normalize_percentile(x1)
-    prob1, cls1, box1 = predict_maps(net, x1n, device=device, tile=tile)
+    prob1, cls1, box1, _ = predict_maps(net, x1n, device=device, tile=tile)
     if src.startswith("estimated"):
         # NuSeT sizes its anchors from the median nucleus of the coarse mask; we rescale the image to
         # the anchors instead. The median proposal box is that size without a watershed at this stage.
@@ -501,9 +582,9 @@ def predict_nuset(image: np.ndarray, net: NusetNet, *, thresholds: Thresholds = 
         x2n = foreground_normalize(x2, coarse)
     else:
         x2n = foreground_normalize(x2, _otsu_mask(x2))
-    prob, cls, box = predict_maps(net, x2n, device=device, tile=tile)
+    prob, cls, box, boundary = predict_maps(net, x2n, device=device, tile=tile)
     timings["pass2"] = time.perf_counter() - t
-    return NusetMaps(prob, cls, box, tuple(image.shape), float(d_src), src, float(f2), timings)
+    return NusetMaps(prob, cls, box, tuple(image.shape), float(d_src), src, float(f2), timings, boundary=boundary)
 
 
 def labels_from_maps(maps: NusetMaps, config: NusetConfig, thresholds: Thresholds, *,
@@ -516,7 +597,8 @@ def labels_from_maps(maps: NusetMaps, config: NusetConfig, thresholds: Threshold
     if use_rpn:
         boxes, _ = proposals(maps.cls, maps.box, config, score_thresh=th.score, nms_thresh=th.nms)
     small, n_seeds = instances_from_maps(maps.prob, boxes, prob_thresh=th.prob, relief_dt=th.relief_dt,
-                                         diameter=config.diameter)
+                                         diameter=config.diameter, boundary=maps.boundary,
+                                         boundary_weight=th.boundary, merge_below=th.merge)
     labels, prob_up = _upsample_labels(small, maps.prob, maps.shape, th.prob)
     return _finish(labels, th.min_relative_area), prob_up, 0 if boxes is None else int(len(boxes)), n_seeds
 
@@ -592,7 +674,7 @@ def segment_nuset(image: np.ndarray, *, spacing: float | None = None, diameter: 
     th = Thresholds(prob=th.prob if prob_thresh is None else prob_thresh,
                     score=th.score if score_thresh is None else score_thresh,
                     nms=th.nms if nms_thresh is None else nms_thresh, min_relative_area=th.min_relative_area,
-                    relief_dt=th.relief_dt)
+                    relief_dt=th.relief_dt, boundary=th.boundary, merge=th.merge)
     if diameter_um is not None:
         if not spacing:
             raise InputError("diameter_um needs the pixel size (spacing, µm per px)")

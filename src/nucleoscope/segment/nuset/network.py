@@ -35,6 +35,9 @@ class NusetConfig:
     batchnorm : bool
         Whether the convolutions are followed by batch norm (training); exported models have it
         folded into the convolution (``False``).
+    boundary : bool
+        A second output channel scores the borders *between* touching nuclei (pixels of a nucleus
+        within 2 px of another nucleus), which the watershed cuts along.
     """
 
     widths: tuple[int, ...] = (8, 16, 32, 48, 64)
@@ -43,6 +46,7 @@ class NusetConfig:
     anchor_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
     diameter: float = 16.0
     batchnorm: bool = True
+    boundary: bool = False
 
     @property
     def stride(self) -> int:
@@ -85,8 +89,9 @@ class NusetNet(nn.Module):
     """U-Net (4 down / 4 up) with a region proposal head on the shared encoder.
 
     ``forward(x)`` with ``x`` (B, 1, H, W), H and W multiples of 16, returns
-    ``(logits (B, 1, H, W), rpn_cls (B, A, H/s, W/s), rpn_box (B, 4A, H/s, W/s))`` where ``s`` is the
-    RPN stride and ``A`` the number of anchors per position.
+    ``(logits (B, C, H, W), rpn_cls (B, A, H/s, W/s), rpn_box (B, 4A, H/s, W/s))`` where ``s`` is the
+    RPN stride, ``A`` the number of anchors per position and ``C`` 1 (foreground), or 2 (foreground,
+    boundary between touching nuclei) with ``config.boundary``.
     """
 
     def __init__(self, config: NusetConfig = NusetConfig()) -> None:
@@ -98,7 +103,7 @@ class NusetNet(nn.Module):
         self.enc = nn.ModuleList([_Block(1, w[0], bn)] + [_Block(w[i - 1], w[i], bn) for i in range(1, 5)])
         # Decoder: bilinear upsampling + concatenation (no transposed convs: cheaper, no checkerboard).
         self.dec = nn.ModuleList([_Block(w[i + 1] + w[i], w[i], bn) for i in range(4)])
-        self.head = nn.Conv2d(w[0], 1, 1)
+        self.head = nn.Conv2d(w[0], 2 if config.boundary else 1, 1)
         c = w[config.rpn_level]
         self.rpn_conv = _Conv(c, c, bn)
         self.rpn_cls = nn.Conv2d(c, config.n_anchors, 1)
@@ -163,7 +168,7 @@ def conv_flops_per_pixel(config: NusetConfig) -> float:
         cin = w[i]
     for i in range(4):
         total += 2 * 9 * ((w[i + 1] + w[i]) * w[i] + w[i] * w[i]) / 4**i
-    total += 2 * w[0]
+    total += 2 * w[0] * (2 if config.boundary else 1)
     c = w[config.rpn_level]
     total += 2 * (9 * c * c + c * 5 * config.n_anchors) / 4**config.rpn_level
     return total

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from ...preprocess import estimate_diameter, normalize_percentile, rescale_image, resize_labels
 from .infer import PASS1_FRACTION, Thresholds, check_image, labels_from_maps, predict_nuset
-from .losses import border_weight_map, seg_loss, small_object_weights
+from .losses import border_weight_map, boundary_loss, seg_loss, small_object_weights
 from .network import NusetConfig, NusetNet
 from .rpn import boxes_from_labels, make_anchors, rpn_loss, rpn_targets
 
@@ -87,6 +87,7 @@ class TrainConfig:
     rpn_weight: float = 1.0
     border_w0: float = 10.0               #: U-Net border weight between touching nuclei (recorded here)
     small_weight: float = 1.0             #: loss weight on nuclei < 1/4 of the median area (1: off)
+    boundary_weight: float = 1.0          #: weight of the boundary-channel loss (models with ``boundary``)
     amp: bool = True                      #: bfloat16 autocast on CUDA
     seed: int = 0
     val_max_images: int | None = None
@@ -119,6 +120,22 @@ def prepare_sample(image: np.ndarray, labels: np.ndarray, *, model_diameter: flo
 # ----------------------------------------------------------------------------------------------------
 # Batches
 # ----------------------------------------------------------------------------------------------------
+
+BOUNDARY_RADIUS = 2  #: px (at the model's scale) on each side of a border between touching nuclei
+
+
+def boundary_target(labels: torch.Tensor, radius: int = BOUNDARY_RADIUS) -> torch.Tensor:
+    """Targets ``(2, H, W)`` float: foreground, and pixels of a nucleus within ``radius`` px (square
+    neighbourhood) of a pixel of *another* nucleus -- the borders between touching nuclei, not the
+    outlines against the background, which the foreground channel already gives."""
+    lab = labels[None, None].float()
+    k = 2 * radius + 1
+    hi = F.max_pool2d(lab, k, stride=1, padding=radius)
+    # smallest nonzero id in the window: background raised above every id before a min-pool
+    lo = -F.max_pool2d(-torch.where(lab > 0, lab, torch.full_like(lab, 3e38)), k, stride=1, padding=radius)
+    fg = lab > 0
+    border = fg & ((hi > lab) | (lo < lab))
+    return torch.cat([fg.float(), border.float()], 1)[0]
 
 class _Sampler:
     """Draws augmented, normalized crops from the stored samples on ``device``."""
@@ -225,11 +242,11 @@ class _Sampler:
             bg = float(((torch.quantile(vals, 0.05) - centre) / scale))
             xs.append(out[0] * valid + (1 - valid) * bg)
             ws.append(out[1].clamp(min=1.0))
-            ys.append((lab > 0).float())
+            ys.append(boundary_target(lab) if self.mcfg.boundary else (lab > 0).float()[None])
             vs.append(valid)
             boxes.append(boxes_from_labels(lab.long()))
         st = lambda t: torch.stack(t)[:, None]
-        return st(xs), st(ys), st(ws), st(vs), boxes
+        return st(xs), torch.stack(ys), st(ws), st(vs), boxes
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -279,22 +296,24 @@ def evaluate_model(net: NusetNet, val: Sequence[ValImage], *, thresholds: Thresh
 
 
 def tune_thresholds(net: NusetNet, val: Sequence[ValImage], *, device: str | torch.device = "cpu",
-                    probs=(0.4, 0.5, 0.6), scores=(0.7, 0.9), nmss=(0.2, 0.4), norm: str = "foreground",
-                    use_rpn: bool = True) -> tuple[Thresholds, dict]:
-    """Grid search of (prob, score, NMS) maximizing (F1@0.5 + F1@0.7) / 2 on ``val`` (full inference,
-    automatic diameter). Network outputs are computed once per image and probability threshold."""
+                    probs=(0.4, 0.5, 0.6), scores=(0.7, 0.9), nmss=(0.2, 0.4), merges=(0.0, 0.3),
+                    norm: str = "foreground", use_rpn: bool = True) -> tuple[Thresholds, dict]:
+    """Grid search of (prob, score, NMS[, merge]) maximizing (F1@0.5 + F1@0.7) / 2 on ``val`` (full
+    inference, automatic diameter); ``merges`` only for models with a boundary channel. Network
+    outputs are computed once per image and probability threshold."""
     best, best_sc, best_th = -1.0, None, Thresholds()
     for p in probs:
         cache: list = []
         for s in (scores if use_rpn else scores[:1]):
             for n in (nmss if use_rpn else nmss[:1]):
-                th = Thresholds(prob=p, score=s, nms=n)
-                sc = evaluate_model(net, val, thresholds=th, device=device, maps_cache=cache, norm=norm,
-                                    use_rpn=use_rpn)
-                obj = (sc["f1_50"] + sc["f1_70"]) / 2
-                log.info("thresholds %s: F1@0.5 %.4f F1@0.7 %.4f", th, sc["f1_50"], sc["f1_70"])
-                if obj > best:
-                    best, best_sc, best_th = obj, sc, th
+                for mg in (merges if net.config.boundary else (0.0,)):
+                    th = Thresholds(prob=p, score=s, nms=n, merge=mg)
+                    sc = evaluate_model(net, val, thresholds=th, device=device, maps_cache=cache, norm=norm,
+                                        use_rpn=use_rpn)
+                    obj = (sc["f1_50"] + sc["f1_70"]) / 2
+                    log.info("thresholds %s: F1@0.5 %.4f F1@0.7 %.4f", th, sc["f1_50"], sc["f1_70"])
+                    if obj > best:
+                        best, best_sc, best_th = obj, sc, th
     return best_th, best_sc
 
 
@@ -332,6 +351,25 @@ def _load_checkpoint(path: Path, net: NusetNet, opt: torch.optim.Optimizer) -> d
     return state
 
 
+def _load_init(net: NusetNet, init: NusetNet) -> None:
+    """Copy ``init``'s weights into ``net`` (same widths); head channels ``init`` lacks start at zero."""
+    a, b = net.config, init.config
+    if (a.widths, a.rpn_level, a.anchor_scales, a.anchor_ratios) != (b.widths, b.rpn_level, b.anchor_scales,
+                                                                      b.anchor_ratios):
+        raise ValueError(f"init model architecture {b} does not match {a}")
+    sd = {k: v.detach().clone() for k, v in init.state_dict().items()}
+    own = net.state_dict()
+    for k in ("head.weight", "head.bias"):
+        if sd[k].shape != own[k].shape:
+            t = torch.zeros_like(own[k])
+            n = min(t.shape[0], sd[k].shape[0])
+            t[:n] = sd[k][:n]
+            if k == "head.bias" and t.shape[0] > n:
+                t[n:] = -3.0  # borders are rare: start near probability 0.05
+            sd[k] = t
+    net.load_state_dict(sd)
+
+
 def _plot(csv_path: Path, png_path: Path) -> None:
     try:
         import matplotlib
@@ -343,7 +381,7 @@ def _plot(csv_path: Path, png_path: Path) -> None:
         return
     df = pd.read_csv(csv_path)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-    for col in ("loss", "bce", "dice", "rpn_cls", "rpn_box"):
+    for col in ("loss", "bce", "dice", "rpn_cls", "rpn_box", "boundary"):
         if col in df:
             a1.plot(df["step"], df[col].rolling(5, min_periods=1).mean(), label=col)
     a1.set_xlabel("step"), a1.set_ylabel("training loss"), a1.set_yscale("log"), a1.legend()
@@ -364,11 +402,15 @@ def train_nuset(samples: Sequence[TrainSample], *, synthetic: Sequence[TrainSamp
                 val: Sequence[ValImage] = (), out_dir: str | Path, model_config: NusetConfig = NusetConfig(),
                 config: TrainConfig = TrainConfig(), synthetic_ratio: float = 1.0, device: str = "auto",
                 resume: bool = False, tune: bool = True, meta: dict | None = None,
-                on_step: Callable[[int, dict], None] | None = None) -> dict:
+                on_step: Callable[[int, dict], None] | None = None, init: NusetNet | None = None) -> dict:
     """Train a NuSeT network and write ``out_dir/nuset.safetensors`` + ``nuset.json`` (best on validation).
 
     Also writes ``checkpoint.safetensors`` (+ ``.json``, resumable with ``resume=True``),
     ``log.csv`` and ``curves.png``. Returns the model metadata written to ``nuset.json``.
+
+    ``init`` fine-tunes an exported network (batch norm folded, so training goes on without batch
+    norm); its widths must match ``model_config``. Output channels missing from it (the boundary
+    channel, when ``model_config.boundary`` and ``init`` has none) start from zero weights.
     """
     from ...models import save_model
 
@@ -378,7 +420,14 @@ def train_nuset(samples: Sequence[TrainSample], *, synthetic: Sequence[TrainSamp
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     torch.manual_seed(config.seed)
     g = np.random.default_rng(config.seed)
-    net = NusetNet(NusetConfig.from_dict({**model_config.to_dict(), "batchnorm": True})).to(dev)
+    ck = out / "checkpoint.safetensors"
+    resuming = resume and ck.exists()
+    # a fine-tune of an exported (folded) network trains without batch norm; a resume rebuilds what it saved
+    bn = json.loads(ck.with_suffix(".json").read_text()).get("batchnorm", True) if resuming else init is None
+    net = NusetNet(NusetConfig.from_dict({**model_config.to_dict(), "batchnorm": bn}))
+    if init is not None and not resuming:
+        _load_init(net, init)
+    net = net.to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if config.small_weight != 1:
         samples, synthetic = ([replace(s, weight=s.weight * small_object_weights(s.labels, factor=config.small_weight))
@@ -386,16 +435,16 @@ def train_nuset(samples: Sequence[TrainSample], *, synthetic: Sequence[TrainSamp
     n_img = max(1, len(samples) + len(synthetic))
     total = config.steps or max(1, config.epochs * n_img // config.batch)
     sampler = _Sampler(samples, synthetic, net.config, config, dev, synthetic_ratio)
-    state = {"step": 0, "best": -1.0, "best_step": 0, "bad_evals": 0, "elapsed_s": 0.0}
-    ck = out / "checkpoint.safetensors"
+    state = {"step": 0, "best": -1.0, "best_step": 0, "bad_evals": 0, "elapsed_s": 0.0, "batchnorm": bn}
     csv_path = out / "log.csv"
-    if resume and ck.exists():
+    if resuming:
         state = _load_checkpoint(ck, net, opt)
         g = np.random.default_rng([config.seed, state["step"]])
         log.info("resumed at step %d (best %.4f)", state["step"], state["best"])
     elif csv_path.exists():
         csv_path.unlink()
-    fields = ["step", "epoch", "time_s", "lr", "loss", "bce", "dice", "rpn_cls", "rpn_box", "val_f1_50", "val_f1_70"]
+    fields = ["step", "epoch", "time_s", "lr", "loss", "bce", "dice", "rpn_cls", "rpn_box", "boundary",
+              "val_f1_50", "val_f1_70"]
     new_csv = not csv_path.exists()
     fh = open(csv_path, "a", newline="")
     writer = csv.DictWriter(fh, fieldnames=fields)
@@ -430,8 +479,12 @@ def train_nuset(samples: Sequence[TrainSample], *, synthetic: Sequence[TrainSamp
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
             logits, cls, box = net(x, rpn=config.rpn)
         logits = logits.float()
-        bce, dice = seg_loss(logits, y, w, v)
+        bce, dice = seg_loss(logits[:, :1], y[:, :1], w, v)
         loss = bce + dice
+        bl = torch.zeros((), device=dev)
+        if net.config.boundary:
+            bl = boundary_loss(logits[:, 1:2], y[:, 1:2], v)
+            loss = loss + config.boundary_weight * bl
         rc = rb = torch.zeros((), device=dev)
         if config.rpn:
             cls, box = cls.float(), box.float()
@@ -450,7 +503,8 @@ def train_nuset(samples: Sequence[TrainSample], *, synthetic: Sequence[TrainSamp
         torch.nn.utils.clip_grad_norm_(net.parameters(), 5.0)
         opt.step()
         state["step"] = step = step + 1
-        for k, val_ in (("loss", loss), ("bce", bce), ("dice", dice), ("rpn_cls", rc), ("rpn_box", rb)):
+        for k, val_ in (("loss", loss), ("bce", bce), ("dice", dice), ("rpn_cls", rc), ("rpn_box", rb),
+                        ("boundary", bl)):
             acc.setdefault(k, []).append(float(val_.detach()))
         if on_step is not None:
             on_step(step, {k: vv[-1] for k, vv in acc.items()})
