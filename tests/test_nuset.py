@@ -291,7 +291,7 @@ def test_bad_input_and_tampered_model(tmp_path):
     with pytest.raises(InputError, match="NaN"):
         segment_nuset(np.full((32, 32), np.nan, np.float32))
     for suffix in (".safetensors", ".json"):
-        shutil.copy(MODELS_DIR / f"nuset_v2{suffix}", tmp_path / f"m{suffix}")
+        shutil.copy(MODELS_DIR / f"nuset_v3{suffix}", tmp_path / f"m{suffix}")
     load_nuset(tmp_path / "m")  # intact copy loads
     raw = bytearray((tmp_path / "m.safetensors").read_bytes())
     raw[-5] ^= 0xFF
