@@ -296,7 +296,7 @@ def evaluate_model(net: NusetNet, val: Sequence[ValImage], *, thresholds: Thresh
 
 
 def tune_thresholds(net: NusetNet, val: Sequence[ValImage], *, device: str | torch.device = "cpu",
-                    probs=(0.4, 0.5, 0.6), scores=(0.7, 0.9), nmss=(0.2, 0.4), merges=(0.0, 0.3),
+                    probs=(0.4, 0.5, 0.6), scores=(0.7, 0.9), nmss=(0.2, 0.4), merges=(0.0, 0.2),
                     norm: str = "foreground", use_rpn: bool = True) -> tuple[Thresholds, dict]:
     """Grid search of (prob, score, NMS[, merge]) maximizing (F1@0.5 + F1@0.7) / 2 on ``val`` (full
     inference, automatic diameter); ``merges`` only for models with a boundary channel. Network
