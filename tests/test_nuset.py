@@ -389,6 +389,8 @@ def test_merge_weak_borders_joins_only_unsupported_cuts():
     assert set(np.unique(out)) == {0, 1, 3}           # 1 and 2 merged (smaller id kept), 3 kept
     assert np.array_equal(out == 1, (lab == 1) | (lab == 2))
     assert np.array_equal(merge_weak_borders(lab, bnd, 0.0), lab)
+    # transitively: with no border anywhere, 3 joins 2 joins 1
+    assert np.array_equal(merge_weak_borders(lab, np.zeros_like(bnd), 0.5), (lab > 0).astype(np.int32))
 
 
 def test_boundary_relief_cuts_on_the_predicted_border():
