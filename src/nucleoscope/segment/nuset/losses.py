@@ -81,12 +81,5 @@ def boundary_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tenso
                   pos_weight: float = 5.0) -> torch.Tensor:
     """Loss of the boundary channel: binary cross-entropy with positives weighted ``pos_weight`` (borders
     between touching nuclei are a few percent of the pixels) + soft Dice. Shapes (B, 1, H, W)."""
-    if valid is None:
-        valid = torch.ones_like(target)
-    w = valid * (1 + (pos_weight - 1) * target)
-    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    bce = (bce * w).sum() / w.sum().clamp(min=1)
-    p = torch.sigmoid(logits) * valid
-    t = target * valid
-    dice = 1 - (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)
+    bce, dice = seg_loss(logits, target, 1 + (pos_weight - 1) * target, valid)
     return bce + dice

@@ -137,6 +137,7 @@ def boundary_target(labels: torch.Tensor, radius: int = BOUNDARY_RADIUS) -> torc
     border = fg & ((hi > lab) | (lo < lab))
     return torch.cat([fg.float(), border.float()], 1)[0]
 
+
 class _Sampler:
     """Draws augmented, normalized crops from the stored samples on ``device``."""
 
