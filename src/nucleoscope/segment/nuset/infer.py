@@ -38,6 +38,7 @@ from ...postprocess import remove_small, seeded_watershed
 from ...preprocess import (SPARSE_RENDERING_THRESHOLD, estimate_diameter, estimate_diameter_sparse,
                            foreground_normalize, normalize_percentile, sparse_rendering_fraction)
 from ...preprocess import _inscribed_diameter, _otsu_fg as _otsu_mask  # shared with the sparse estimate
+from ...preprocess import _unit_coords, evaluate_background, fit_background
 from .network import NusetConfig, NusetNet
 from .rpn import decode_boxes, make_anchors, nms
 
@@ -55,6 +56,15 @@ DEFAULT_TILE = (1024, 96)
 PASS1_FRACTION = 0.625
 #: Images whose Otsu foreground is less than this many noise SDs above the background hold no nuclei.
 EMPTY_SNR = 3.5
+#: Images whose fitted background (a quadratic surface, :func:`nucleoscope.preprocess.fit_background`)
+#: varies across the field by more than this fraction of the nuclei's contrast are flattened first:
+#: the surface is subtracted. Below it the image is left as it is: the labelled images of the shared
+#: data sets read a median of 0.07-0.2 (one of 212 reads 0.58); a ramp of 1x the contrast reads ~1.
+UNEVEN_BACKGROUND = 0.5
+#: ... provided the flattened image then holds objects, not leftover shading: foreground above
+#: :data:`EMPTY_SNR` whose typical inscribed diameter is at most this fraction of the image's short side.
+#: Two empty BBBC039 fields with faint shading flatten into one blob 0.4-0.7 of the field across.
+FLAT_MAX_DIAMETER = 0.25
 #: A first estimate below this (px) may be the speckle of a localisation rendering (STORM reads ~4.6 px);
 #: only then is the image tested for sparsity, which keeps the test off the common path.
 SPARSE_CHECK_BELOW = 12.0
@@ -102,6 +112,9 @@ class NusetDetails:
     thresholds : Thresholds
     timings : dict
         Seconds per stage.
+    flattened : bool
+        The background was uneven (a ramp, vignetting) and a fitted quadratic surface was subtracted
+        before segmenting (see :data:`UNEVEN_BACKGROUND`).
     prob : ndarray or None
         Foreground probability map on the input grid (only with ``return_prob=True``).
     """
@@ -114,6 +127,7 @@ class NusetDetails:
     thresholds: Thresholds
     timings: dict = field(default_factory=dict)
     prob: np.ndarray | None = None
+    flattened: bool = False
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -437,19 +451,31 @@ def _get_model(model, device: torch.device) -> tuple[NusetNet, dict]:
     return _CACHE[key]
 
 
-def _initial_diameter(image: np.ndarray) -> tuple[float, float]:
-    """Cheap first diameter estimate (px) and signal-to-noise ratio, from the Otsu mask of a small copy.
+@dataclass
+class _Coarse:
+    """First look at an image, on a small copy (:func:`_initial_diameter`)."""
+
+    diameter: float       #: px of the input; NaN when nothing stands out
+    snr: float            #: (median foreground - median background) / background noise
+    diameter_small: float  #: px of the copy
+    uneven: float = 0.0   #: range of the fitted background across the field / contrast of the nuclei
+    background: np.ndarray | None = None  #: its coefficients (:func:`nucleoscope.preprocess.fit_background`)
+
+
+def _initial_diameter(image: np.ndarray) -> _Coarse:
+    """Cheap first diameter estimate (px), signal-to-noise ratio and background unevenness, from a
+    small copy.
 
     The copy is <= 256 px on its long side, or <= 512 px when nuclei come out smaller than 8 px there.
     """
-    d, snr, d_small = _coarse_estimate(image, 256)
-    if max(image.shape) > 256 and not (d_small >= 8):
-        d, snr, _ = _coarse_estimate(image, 512)
-    return d, snr
+    c = _coarse_estimate(image, 256)
+    if max(image.shape) > 256 and not (c.diameter_small >= 8):
+        c = _coarse_estimate(image, 512)
+    return c
 
 
-def _coarse_estimate(image: np.ndarray, side: int) -> tuple[float, float, float]:
-    """Diameter (input px), SNR and diameter in the copy's px, from the Otsu mask of a <= ``side`` copy.
+def _coarse_estimate(image: np.ndarray, side: int) -> _Coarse:
+    """Diameter, SNR and background unevenness from the Otsu mask of a <= ``side`` copy.
 
     Diameter: twice the median over components of their largest inscribed radius (the
     distance-transform maximum), x 1.15 to turn the inscribed (minor-axis) diameter of a typical
@@ -458,17 +484,32 @@ def _coarse_estimate(image: np.ndarray, side: int) -> tuple[float, float, float]
 
     SNR: (median foreground - median background) / background noise (1.4826 x MAD). Otsu splits pure
     noise too, at an SNR of ~2.3; every labelled image of the shared data sets has >= 5.8.
+
+    Unevenness: a quadratic background fitted under the nuclei (:func:`nucleoscope.preprocess.fit_background`),
+    its range over the copy divided by the nuclei's contrast above it. The diameter and SNR come from
+    the plain Otsu mask; the caller flattens an uneven image and looks again.
     """
     f = min(1.0, side / max(image.shape))
-    small = resize_image(image, (max(1, round(image.shape[0] * f)), max(1, round(image.shape[1] * f))))
+    h, w = max(1, round(image.shape[0] * f)), max(1, round(image.shape[1] * f))
+    small = resize_image(image, (h, w))
     mask = _otsu_mask(small)
     if not mask.any() or mask.all():
-        return float("nan"), 0.0, float("nan")
+        return _Coarse(float("nan"), 0.0, float("nan"))
     bg, fg = small[~mask], small[mask]
     noise = 1.4826 * float(np.median(np.abs(bg - np.median(bg))))
     snr = (float(np.median(fg)) - float(np.median(bg))) / max(noise, 1e-6 * max(1.0, float(np.abs(small).max())))
     d = _inscribed_diameter(mask)  # specks of noise (inscribed radius < 1.5 px) are ignored
-    return d / f, snr, d
+    # the copy's pixel centres in the input's coordinates (resize_image: align_corners=False)
+    y = _unit_coords(image.shape[0], (np.arange(h) + 0.5) * (image.shape[0] / h) - 0.5)
+    x = _unit_coords(image.shape[1], (np.arange(w) + 0.5) * (image.shape[1] / w) - 0.5)
+    fit = fit_background(small, y, x)
+    uneven = 0.0
+    if fit.mask.any() and not fit.mask.all():
+        contrast = float(np.median(fit.residual[fit.mask])) - float(np.median(fit.residual[~fit.mask]))
+        if contrast > 0:
+            surface = small - fit.residual
+            uneven = float(surface.max() - surface.min()) / contrast
+    return _Coarse(d / f, snr, d, uneven, fit.coef)
 
 
 def _proposal_diameter(boxes: np.ndarray) -> float:
@@ -499,6 +540,7 @@ class NusetMaps:
     timings: dict = field(default_factory=dict)
     empty: bool = False       #: no foreground above the noise: no nuclei
     boundary: np.ndarray | None = None  #: (h, w) border-between-nuclei probability (boundary models)
+    flattened: bool = False   #: an uneven background was subtracted first (:data:`UNEVEN_BACKGROUND`)
 
 
 def predict_nuset(image: np.ndarray, net: NusetNet, *, thresholds: Thresholds = Thresholds(),
@@ -528,14 +570,24 @@ def predict_nuset(image: np.ndarray, net: NusetNet, *, thresholds: Thresholds = 
         if not diameter > 0:
             raise ValueError(f"diameter must be > 0 px, got {diameter}")
         src_given = (float(diameter), "given")
-    d0, snr = _initial_diameter(image)
+    coarse = _initial_diameter(image)
+    flattened = False
+    if coarse.uneven > UNEVEN_BACKGROUND:
+        # uneven illumination: the background on the bright side can outshine nuclei on the dark side,
+        # which misleads the Otsu masks (SNR, sizing, normalization); subtract it and look again
+        flat = image - evaluate_background(coarse.background, image.shape)
+        c2 = _initial_diameter(flat)
+        if c2.snr >= EMPTY_SNR and c2.diameter <= FLAT_MAX_DIAMETER * min(image.shape):
+            log.info("uneven background (%.2f x the nuclei's contrast across the field): flattened", coarse.uneven)
+            image, coarse, flattened = flat, c2, True
+    d0, snr = coarse.diameter, coarse.snr
     if snr < EMPTY_SNR:
         # no nucleus stands out of the noise: a network normalized on noise would "find" thousands
         log.info("no foreground above the noise (SNR %.2f < %.1f): no nuclei", snr, EMPTY_SNR)
         d = cfg.diameter if src_given is None else src_given[0]
         return NusetMaps(np.zeros((16, 16), np.float32), np.zeros((cfg.n_anchors, 2, 2), np.float32),
                          np.zeros((4 * cfg.n_anchors, 2, 2), np.float32), tuple(image.shape), float(d), "empty",
-                         1.0, {"estimate": time.perf_counter() - t0}, empty=True)
+                         1.0, {"estimate": time.perf_counter() - t0}, empty=True, flattened=flattened)
     if src_given is not None:
         d_src, src = src_given
     else:
@@ -580,7 +632,8 @@ def predict_nuset(image: np.ndarray, net: NusetNet, *, thresholds: Thresholds = 
         x2n = foreground_normalize(x2, _otsu_mask(x2))
     prob, cls, box, boundary = predict_maps(net, x2n, device=device, tile=tile)
     timings["pass2"] = time.perf_counter() - t
-    return NusetMaps(prob, cls, box, tuple(image.shape), float(d_src), src, float(f2), timings, boundary=boundary)
+    return NusetMaps(prob, cls, box, tuple(image.shape), float(d_src), src, float(f2), timings, boundary=boundary,
+                     flattened=flattened)
 
 
 def labels_from_maps(maps: NusetMaps, config: NusetConfig, thresholds: Thresholds, *,
@@ -687,5 +740,5 @@ def segment_nuset(image: np.ndarray, *, spacing: float | None = None, diameter: 
     timings["total"] = time.perf_counter() - t0
     details = NusetDetails(diameter=maps.diameter, diameter_source=maps.diameter_source, scale=maps.scale,
                            n_proposals=n_prop, n_seeds=n_seeds, thresholds=th, timings=timings,
-                           prob=prob_up if return_prob else None)
+                           prob=prob_up if return_prob else None, flattened=maps.flattened)
     return labels, details
