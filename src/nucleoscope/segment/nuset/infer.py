@@ -59,7 +59,7 @@ EMPTY_SNR = 3.5
 #: Images whose fitted background (a quadratic surface, :func:`nucleoscope.preprocess.fit_background`)
 #: varies across the field by more than this fraction of the nuclei's contrast are flattened first:
 #: the surface is subtracted. Below it the image is left as it is: the labelled images of the shared
-#: data sets read a median of 0.07-0.2 (one of 212 reads 0.58); a ramp of 1x the contrast reads ~1.
+#: data sets read a median of 0.07-0.2 (one of 210 reads 0.58); a ramp of 1x the contrast reads ~1.
 UNEVEN_BACKGROUND = 0.5
 #: ... provided the flattened image then holds objects, not leftover shading: foreground above
 #: :data:`EMPTY_SNR` whose typical inscribed diameter is at most this fraction of the image's short side.
