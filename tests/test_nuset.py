@@ -482,6 +482,49 @@ def test_training_with_boundary_channel_smoke(tmp_path):
     assert labels.shape == samples[0].image.shape
 
 
+def test_brightness_and_ramp_augmentation():
+    """Per-nucleus brightness factors lie in [1/spread, 1] about the background and differ between nuclei;
+    the ramp adds a plane of at most ``ramp`` x the nuclei's median level; the labels are untouched."""
+    from scipy import ndimage as ndi
+
+    from nucleoscope.segment.nuset.train import TrainConfig, _Sampler, prepare_sample
+    from nucleoscope.synth import nuclei_field
+
+    s = nuclei_field((160, 160), rng=1, diameter=(14.0, 20.0), artifacts=0)
+    smp = prepare_sample(s.image, s.labels, model_diameter=16.0)
+    cfg = TrainConfig(crop=64, batch=2, brightness_spread=6.0, ramp=0.0)
+    sampler = _Sampler([smp], [], NusetConfig(), cfg, torch.device("cpu"), 0.0)
+    d = sampler.real[0]
+    img, lab, bg = d["img"], d["lab"], d["bg"]
+    ids = np.arange(1, int(lab.max()) + 1)
+    L = lab.numpy().astype(int)
+    seen = []
+    for seed in range(6):
+        out, vals = sampler._heterogeneity(img, lab, d["samples"][0], bg, np.random.default_rng(seed))
+        ratio = (np.array(ndi.median(out.numpy() - bg, L, ids)) / np.array(ndi.median(img.numpy() - bg, L, ids)))
+        if np.allclose(ratio, 1):
+            continue  # this crop was not augmented (probability 0.5)
+        seen.append(ratio)
+        assert ratio.min() >= 1 / 6 - 1e-3 and ratio.max() <= 1 + 1e-3
+        assert ratio.max() / ratio.min() > 2  # nuclei got different factors
+        assert (vals - bg).abs().max() <= (d["samples"][0] - bg).abs().max() + 1e-5  # samples only dimmed
+    assert seen
+    cfg = TrainConfig(crop=64, batch=2, brightness_spread=1.0, ramp=0.5)
+    sampler = _Sampler([smp], [], NusetConfig(), cfg, torch.device("cpu"), 0.0)
+    level = float(d["samples"][0].median() - bg)
+    ramps = 0
+    for seed in range(10):
+        out, _ = sampler._heterogeneity(img, lab, d["samples"][0], bg, np.random.default_rng(seed))
+        diff = (out - img).numpy()
+        if np.abs(diff).max() == 0:
+            continue
+        ramps += 1
+        # a plane: second differences vanish, and its full range is at most ramp x the level
+        assert np.abs(np.diff(diff, 2, axis=0)).max() < 1e-5 and np.abs(np.diff(diff, 2, axis=1)).max() < 1e-5
+        assert diff.max() - diff.min() <= 0.5 * level * 2 ** 0.5 + 1e-5
+    assert ramps > 0
+
+
 @pytest.mark.shared_data
 def test_bundled_boundary_channel_on_unseen_dsb_sample(shared_data):
     """The DSB2018 sample (125 nuclei, never trained on): the bundled model reaches F1@0.5 >= 0.89, and

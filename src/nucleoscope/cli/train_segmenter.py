@@ -55,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="U-Net border weight w0 between touching nuclei (default 10, as the U-Net paper)")
     parser.add_argument("--small-weight", type=float, default=1.0,
                         help="loss weight on nuclei under 1/4 of the median area, e.g. micronuclei (default 1: off)")
+    parser.add_argument("--brightness-spread", type=float, default=1.0,
+                        help="augment: scale each nucleus's brightness by a factor in [1/S, 1] on half the crops "
+                             "(cell-to-cell variation of stain or reporter; default 1: off)")
+    parser.add_argument("--ramp", type=float, default=0.0,
+                        help="augment: add a background gradient of up to this fraction of the nuclei's level on "
+                             "30%% of the crops (uneven illumination; default 0: off)")
     parser.add_argument("--boundary", action="store_true",
                         help="add the boundary channel (borders between touching nuclei) the watershed cuts along")
     parser.add_argument("--boundary-weight", type=float, default=1.0, help="weight of the boundary loss (default 1)")
@@ -234,7 +240,8 @@ def run(args: argparse.Namespace) -> int:
                        max_minutes=args.max_minutes, eval_every=args.eval_every, patience=args.patience,
                        fg_norm=not args.no_fg_norm, rpn=not args.no_rpn, seed=args.seed,
                        val_max_images=args.val_max_images, border_w0=args.border_w0,
-                       small_weight=args.small_weight, boundary_weight=args.boundary_weight)
+                       small_weight=args.small_weight, boundary_weight=args.boundary_weight,
+                       brightness_spread=args.brightness_spread, ramp=args.ramp)
     meta = {"data": record, "command": "nucleoscope train-segmenter " + " ".join(shlex.quote(a) for a in sys.argv[2:])
             if len(sys.argv) > 2 else "", "prepare_s": round(time.time() - t0, 1)}
     if init is not None:

@@ -12,7 +12,10 @@ Design notes
   rotation, a mirror flip and the crop; labels are resampled with nearest neighbour so boxes for the
   RPN come from the augmented labels exactly. All of it runs on the training device.
 * Intensity jitter (gamma, gain, offset, noise, blur) is applied to the whole stored image before the
-  normalization, so the foreground statistics see the same jitter as the pixels.
+  normalization, so the foreground statistics see the same jitter as the pixels. Optionally
+  (``brightness_spread``) each nucleus's signal is scaled by its own factor, as in images where DNA
+  content or a reporter's expression varies from cell to cell, and (``ramp``) a background gradient
+  is added, as under uneven illumination.
 * Foreground normalization uses the ground-truth mask, randomly eroded or dilated, so the network also
   copes with the imperfect coarse mask of inference pass 1 (one checkpoint serves both passes, where
   NuSeT trained two).
@@ -88,6 +91,12 @@ class TrainConfig:
     border_w0: float = 10.0               #: U-Net border weight between touching nuclei (recorded here)
     small_weight: float = 1.0             #: loss weight on nuclei < 1/4 of the median area (1: off)
     boundary_weight: float = 1.0          #: weight of the boundary-channel loss (models with ``boundary``)
+    #: per-nucleus brightness augmentation: on half of the crops each nucleus's signal above the background
+    #: is multiplied by a factor log-uniform in [1 / spread, 1] (1: off)
+    brightness_spread: float = 1.0
+    #: background-ramp augmentation: on 30% of the crops a linear gradient of up to this fraction of the
+    #: nuclei's median level, in a random direction, is added (0: off)
+    ramp: float = 0.0
     amp: bool = True                      #: bfloat16 autocast on CUDA
     seed: int = 0
     val_max_images: int | None = None
@@ -169,7 +178,38 @@ class _Sampler:
             samples.append(torch.from_numpy(g.choice(v, size=min(4096, v.size), replace=False)).to(self.dev))
         lab = torch.from_numpy(s.labels.astype(np.float32)).to(self.dev)
         return dict(img=torch.from_numpy(s.image).to(self.dev), lab=lab, w=torch.from_numpy(s.weight).to(self.dev),
-                    fg=torch.nonzero(lab > 0), d=s.diameter, samples=samples)
+                    fg=torch.nonzero(lab > 0), d=s.diameter, samples=samples,
+                    bg=float(np.percentile(s.image[~fg], 50)) if (~fg).any() else 0.0)
+
+    def _heterogeneity(self, img: torch.Tensor, lab: torch.Tensor, vals: torch.Tensor, bg: float,
+                       g: np.random.Generator):
+        """Per-nucleus brightness factors and a background ramp (``brightness_spread``, ``ramp``).
+
+        The statistics' samples carry no positions, so each sample gets a factor drawn from the same
+        distribution as the nuclei's, and the ramp's value at a random position: their median and
+        spread then move as those of the augmented window's foreground do. ``bg``: the image's median
+        background level, about which the nuclei's signal is scaled."""
+        cfg = self.cfg
+        if cfg.brightness_spread > 1 and g.random() < 0.5:
+            lo = math.log(1.0 / cfg.brightness_spread)
+            n = int(lab.max().item()) + 1
+            f = torch.from_numpy(np.exp(g.uniform(lo, 0.0, n)).astype(np.float32)).to(img.device)
+            f[0] = 1.0
+            # each nucleus's halo (2 px of background around it, where its blur spills) scales with it
+            ids = lab[None, None]
+            grown = torch.where(ids > 0, ids, F.max_pool2d(ids, 5, stride=1, padding=2))[0, 0].long()
+            img = bg + (img - bg) * f[grown]
+            fv = torch.from_numpy(np.exp(g.uniform(lo, 0.0, vals.numel())).astype(np.float32)).to(vals.device)
+            vals = bg + (vals - bg) * fv
+        if cfg.ramp > 0 and g.random() < 0.3:
+            a = float(g.uniform(0, cfg.ramp)) * float((vals.median() - bg).clamp(min=0))
+            phi = float(g.uniform(0, 2 * math.pi))
+            h, w = img.shape
+            yy = torch.linspace(-0.5, 0.5, h, device=img.device)[:, None]
+            xx = torch.linspace(-0.5, 0.5, w, device=img.device)[None, :]
+            img = img + a * (math.sin(phi) * yy + math.cos(phi) * xx)
+            vals = vals + a * (torch.rand_like(vals) - 0.5)
+        return img, vals
 
     def _intensity(self, img: torch.Tensor, vals: torch.Tensor, g: np.random.Generator):
         """Gamma, gain, offset, defocus blur and noise on a window and on the statistics' samples."""
@@ -222,7 +262,10 @@ class _Sampler:
                 vals = s["samples"][0 if u < 0.5 else (1 if u < 0.75 else 2)]
             else:
                 vals = s["samples"][3]
-            win, vals = self._intensity(s["img"][y0:y1, x0:x1], vals, g)
+            win = s["img"][y0:y1, x0:x1]
+            if cfg.brightness_spread > 1 or cfg.ramp > 0:
+                win, vals = self._heterogeneity(win, s["lab"][y0:y1, x0:x1], vals, s["bg"], g)
+            win, vals = self._intensity(win, vals, g)
             centre, scale = self._stats(vals)
             win = (win - centre) / scale
             h, w = win.shape
