@@ -1,6 +1,6 @@
 """Robustness benchmark: the bundled NuSeT model and the Otsu baseline on validation images degraded the
 ways other labs' images differ from ours (defocus, few photons, uneven illumination, vignetting, a dim
-camera signal on an offset, saturation, 8-bit gamma-encoded exports).
+camera signal on an offset, saturation, nuclei of uneven brightness, 8-bit gamma-encoded exports).
 
 Run from the repository root: ``python bench/robustness.py [--quick]``. Writes the ``robustness`` section
 of docs/benchmarks.md.
@@ -69,6 +69,13 @@ def degrade(kind: str, image: np.ndarray, labels: np.ndarray, rng: np.random.Gen
         out = np.round((image - bg) / c * 30 + 500 + rng.normal(0, 4, image.shape))
     elif kind == "saturated":  # clipped at the 60th percentile of nuclear pixels
         out = np.minimum(image, np.percentile(image[fg], 60))
+    elif kind.startswith("uneven nuclei"):  # each nucleus (and its 3 px halo) dimmed by its own factor
+        from skimage.segmentation import expand_labels
+
+        k = float(kind.split()[2].rstrip("x"))
+        f = np.exp(rng.uniform(-np.log(k), 0.0, int(labels.max()) + 1))
+        f[0] = 1.0
+        out = bg + (image - bg) * f[expand_labels(labels, 3)]
     elif kind == "8-bit gamma 0.5":  # a display-encoded export (JPEG/PNG from a viewer)
         x = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
         out = np.round(255 * np.sqrt(x))
@@ -78,10 +85,10 @@ def degrade(kind: str, image: np.ndarray, labels: np.ndarray, rng: np.random.Gen
 
 
 KINDS = ["none", "defocus", "few photons", "ramp 1x", "ramp 3x", "vignetting", "dim, camera offset",
-         "saturated", "8-bit gamma 0.5"]
+         "saturated", "uneven nuclei 3x", "uneven nuclei 10x", "8-bit gamma 0.5"]
 
 
-def table(quick: bool) -> str:
+def table(quick: bool, model=None) -> str:
     import torch
 
     from nucleoscope.metrics import evaluate_image
@@ -100,7 +107,7 @@ def table(quick: bool) -> str:
         t = time.perf_counter()
         for i, (ds, name, im, gt) in enumerate(items):
             x = degrade(kind, im, gt, np.random.default_rng(i))
-            lab, det = segment_nuset(x, device="cpu")
+            lab, det = segment_nuset(x, model=model, device="cpu")
             n_flat += det.flattened
             f_n = evaluate_image(gt, lab, thresholds=(0.5,), hausdorff=False).objects[0.5].f1
             f_o = evaluate_image(gt, segment_otsu(x)[0], thresholds=(0.5,), hausdorff=False).objects[0.5].f1
@@ -120,17 +127,24 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="every third image")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--model", help="a candidate model (name or .safetensors path) instead of the bundled one; "
+                                        "implies --no-write")
     args = parser.parse_args(argv)
     from _docs import stamp, write_section
 
-    tab = table(args.quick)
+    tab = table(args.quick, args.model)
+    if args.model:
+        print(tab)
+        return 0
     text = ("## Robustness: degraded validation images\n\n" + stamp() + "\n\n"
             "Mean per-image F1 at IoU 0.5 of the bundled NuSeT model, with the Otsu + distance-transform watershed "
             "in brackets, on validation images degraded as images from other microscopes are: defocus (Gaussian "
             "blur of 1/12 nucleus diameter), few photons (nuclei 20 photons above a background of 5, Poisson + "
             "Gaussian read noise 3), a background ramp rising by 1x or 3x the nuclei's contrast across the "
             "field, vignetting (signal 40% in the corners), a dim 12-bit-like signal (30 counts on an offset of "
-            "500), saturation (clipped at the 60th percentile of nuclear pixels) and an 8-bit gamma-0.5 export. "
+            "500), saturation (clipped at the 60th percentile of nuclear pixels), nuclei of uneven brightness (each "
+            "nucleus's signal, with a 3 px halo, scaled by its own factor, log-uniform in [1/3, 1] or [1/10, 1]: "
+            "cell-to-cell variation of a stain or reporter) and an 8-bit gamma-0.5 export. "
             "Each is relative to the image's own background, contrast and nucleus size; the truth is unchanged. "
             "\"flattened\": images on which NuSeT subtracted a fitted background first "
             "(`nucleoscope.preprocess.estimate_background`); the \"flattening off\" rows are the same images "

@@ -59,7 +59,7 @@ EMPTY_SNR = 3.5
 #: Images whose fitted background (a quadratic surface, :func:`nucleoscope.preprocess.fit_background`)
 #: varies across the field by more than this fraction of the nuclei's contrast are flattened first:
 #: the surface is subtracted. Below it the image is left as it is: the labelled images of the shared
-#: data sets read a median of 0.07-0.2 (one of 210 reads 0.58); a ramp of 1x the contrast reads ~1.
+#: data sets read a median of 0.07-0.2 (one of 210 reads 0.51); a ramp of 1x the contrast reads ~1.
 UNEVEN_BACKGROUND = 0.5
 #: ... provided the flattened image then holds objects, not leftover shading: foreground above
 #: :data:`EMPTY_SNR` whose typical inscribed diameter is at most this fraction of the image's short side.
@@ -468,14 +468,16 @@ def _initial_diameter(image: np.ndarray) -> _Coarse:
 
     The copy is <= 256 px on its long side, or <= 512 px when nuclei come out smaller than 8 px there.
     """
-    c = _coarse_estimate(image, 256)
+    c, small = _coarse_estimate(image, 256)
     if max(image.shape) > 256 and not (c.diameter_small >= 8):
-        c = _coarse_estimate(image, 512)
+        c, small = _coarse_estimate(image, 512)
+    if np.isfinite(c.diameter):
+        c.uneven, c.background = _unevenness(small, image.shape)
     return c
 
 
-def _coarse_estimate(image: np.ndarray, side: int) -> _Coarse:
-    """Diameter, SNR and background unevenness from the Otsu mask of a <= ``side`` copy.
+def _coarse_estimate(image: np.ndarray, side: int) -> tuple[_Coarse, np.ndarray]:
+    """Diameter and SNR from the Otsu mask of a <= ``side`` copy; returns the copy too.
 
     Diameter: twice the median over components of their largest inscribed radius (the
     distance-transform maximum), x 1.15 to turn the inscribed (minor-axis) diameter of a typical
@@ -484,32 +486,39 @@ def _coarse_estimate(image: np.ndarray, side: int) -> _Coarse:
 
     SNR: (median foreground - median background) / background noise (1.4826 x MAD). Otsu splits pure
     noise too, at an SNR of ~2.3; every labelled image of the shared data sets has >= 5.8.
-
-    Unevenness: a quadratic background fitted under the nuclei (:func:`nucleoscope.preprocess.fit_background`),
-    its range over the copy divided by the nuclei's contrast above it. The diameter and SNR come from
-    the plain Otsu mask; the caller flattens an uneven image and looks again.
     """
     f = min(1.0, side / max(image.shape))
-    h, w = max(1, round(image.shape[0] * f)), max(1, round(image.shape[1] * f))
-    small = resize_image(image, (h, w))
+    small = resize_image(image, (max(1, round(image.shape[0] * f)), max(1, round(image.shape[1] * f))))
     mask = _otsu_mask(small)
     if not mask.any() or mask.all():
-        return _Coarse(float("nan"), 0.0, float("nan"))
+        return _Coarse(float("nan"), 0.0, float("nan")), small
     bg, fg = small[~mask], small[mask]
     noise = 1.4826 * float(np.median(np.abs(bg - np.median(bg))))
     snr = (float(np.median(fg)) - float(np.median(bg))) / max(noise, 1e-6 * max(1.0, float(np.abs(small).max())))
     d = _inscribed_diameter(mask)  # specks of noise (inscribed radius < 1.5 px) are ignored
-    # the copy's pixel centres in the input's coordinates (resize_image: align_corners=False)
-    y = _unit_coords(image.shape[0], (np.arange(h) + 0.5) * (image.shape[0] / h) - 0.5)
-    x = _unit_coords(image.shape[1], (np.arange(w) + 0.5) * (image.shape[1] / w) - 0.5)
-    fit = fit_background(small, y, x)
-    uneven = 0.0
-    if fit.mask.any() and not fit.mask.all():
-        contrast = float(np.median(fit.residual[fit.mask])) - float(np.median(fit.residual[~fit.mask]))
-        if contrast > 0:
-            surface = small - fit.residual
-            uneven = float(surface.max() - surface.min()) / contrast
-    return _Coarse(d / f, snr, d, uneven, fit.coef)
+    return _Coarse(d / f, snr, d), small
+
+
+def _unevenness(small: np.ndarray, shape: tuple[int, int]) -> tuple[float, np.ndarray]:
+    """Range of a quadratic background fitted under the nuclei (:func:`nucleoscope.preprocess.fit_background`)
+    across the field, over the nuclei's contrast above it; and the fit's coefficients (input coordinates).
+
+    The fit uses every ``s``-th pixel of the copy (<= 128 per side: a few ms; the surface is smooth, and
+    unlike block means the nuclei keep their resolution for the Otsu split).
+    """
+    h, w = small.shape
+    s = max(1, -(-max(h, w) // 128))
+    # the sampled pixels' centres in the input's coordinates (resize_image: align_corners=False)
+    y = _unit_coords(shape[0], (np.arange(0, h, s) + 0.5) * (shape[0] / h) - 0.5)
+    x = _unit_coords(shape[1], (np.arange(0, w, s) + 0.5) * (shape[1] / w) - 0.5)
+    fit = fit_background(small[::s, ::s], y, x)
+    if not fit.mask.any() or fit.mask.all():
+        return 0.0, fit.coef
+    contrast = float(np.median(fit.residual[fit.mask])) - float(np.median(fit.residual[~fit.mask]))
+    if not contrast > 0:
+        return 0.0, fit.coef
+    surface = small[::s, ::s] - fit.residual
+    return float(surface.max() - surface.min()) / contrast, fit.coef
 
 
 def _proposal_diameter(boxes: np.ndarray) -> float:
