@@ -52,6 +52,11 @@ def test_run_mixed_folder(inputs, tmp_path, capsys):
     images = pd.read_csv(out / "images.csv").set_index("ImageName")
     assert set(images.index) == {"good", "corrupt", "colour", "empty"}
     assert images.loc["good", "Status"] == "ok" and images.loc["good", "Count"] == 5
+    # the classic pipeline works at a typical nucleus size in µm when the pixel size is known
+    from nucleoscope.segment.classic import TYPICAL_NUCLEUS_UM
+
+    assert images.loc["good", "Diameter_px"] == pytest.approx(TYPICAL_NUCLEUS_UM / 0.5)
+    assert not images["BackgroundFlattened"].any()
     assert images.loc["empty", "Status"] == "ok" and images.loc["empty", "Count"] == 0
     assert images.loc["corrupt", "Status"] == "failed" and "corrupt.tif" in images.loc["corrupt", "Error"]
     assert images.loc["colour", "Status"] == "failed"
@@ -460,3 +465,22 @@ def test_crops_and_patches_exported_also_after_resume(tmp_path):
     assert main(args) == 0
     assert json.loads((out / "run.json").read_text())["n_resumed"] == 2
     assert read_crops_h5(out / "crops.h5")["images"].shape[0] == 10
+
+
+def test_run_with_the_default_nuset_records_diameter_and_flattening(tmp_path):
+    """The default method on the bundled image and on the same image under a steep background ramp:
+    images.csv says at which nucleus size NuSeT worked and which image it flattened."""
+    from importlib import resources
+
+    src = tifffile.imread(resources.files("nucleoscope") / "data" / "IXMtest_F08_s7.tif").astype(np.float32)
+    d = tmp_path / "in"
+    d.mkdir()
+    tifffile.imwrite(d / "plain.tif", src.astype(np.uint16))
+    ramp = src + np.linspace(0, 3 * (np.percentile(src, 99) - np.median(src)), src.shape[1])[None, :]
+    tifffile.imwrite(d / "ramp.tif", np.clip(ramp, 0, 65535).astype(np.uint16))
+    assert main(["run", str(d), "-o", str(tmp_path / "out"), "-q", "--features", "shape"]) == 0
+    images = pd.read_csv(tmp_path / "out" / "images.csv").set_index("ImageName")
+    assert (images["Method"] == "nuset").all()
+    assert images["Diameter_px"].between(25, 34).all()  # truth: median equivalent diameter ~28.5 px
+    assert not images.loc["plain", "BackgroundFlattened"] and images.loc["ramp", "BackgroundFlattened"]
+    assert abs(int(images.loc["ramp", "Count"]) - int(images.loc["plain", "Count"])) <= 3

@@ -46,7 +46,7 @@ __all__ = ["AnalysisResult", "RunConfig", "analyze", "looks_like_labels", "resol
 log = logging.getLogger(__name__)
 
 IMAGE_COLUMNS = ["ImageName", "Path", "Status", "Error", "Count", "Flagged", "Megapixels", "Seconds",
-                 "Method", "PixelSize_um"]
+                 "Method", "PixelSize_um", "Diameter_px", "BackgroundFlattened"]
 
 
 def _bundled_models() -> list[str]:
@@ -288,7 +288,17 @@ def _failed_record(path: str, name: str, config: RunConfig, method: str, error: 
     """An images.csv record of an image that has not (yet) succeeded."""
     return {"ImageName": name, "Path": path, "Status": "failed", "Error": error, "Count": 0, "Flagged": 0,
             "Megapixels": float("nan"), "Seconds": float("nan"), "Method": method, "PixelSize_um": float("nan"),
-            "Key": config.key()}
+            "Diameter_px": float("nan"), "BackgroundFlattened": False, "Key": config.key()}
+
+
+def _segmentation_record(details: Any) -> dict[str, Any]:
+    """What the segmenter decided per image, for images.csv: the nucleus diameter it worked at (px) and
+    whether it subtracted an uneven background first (NuSeT)."""
+    d = getattr(details, "diameter", None)
+    if d is None:
+        d = getattr(details, "diameter_px", None)
+    return {"Diameter_px": float(d) if d is not None else float("nan"),
+            "BackgroundFlattened": bool(getattr(details, "flattened", False))}
 
 
 def _process_one(path: str, name: str, out: str, config: RunConfig, method: str, key: str | None = None) -> dict:
@@ -320,7 +330,8 @@ def _process_one(path: str, name: str, out: str, config: RunConfig, method: str,
         if config.rois:
             io.write_imagej_rois(out_p / "rois" / f"{name}.zip", res.labels)
         io.write_table(table, _state_dir(out_p) / f"{name}.parquet")
-        rec.update(Status="ok", Count=int(len(table)), Flagged=int(table["QC_Flagged"].sum()))
+        rec.update(Status="ok", Count=int(len(table)), Flagged=int(table["QC_Flagged"].sum()),
+                   **_segmentation_record(res.details))
     except InputError as exc:
         rec["Error"] = str(exc)
     except MemoryError:
