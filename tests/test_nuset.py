@@ -302,6 +302,24 @@ def test_uneven_background_is_flattened_before_segmenting():
     assert match(gt, labels, thresh=0.5).f1 >= 0.9
 
 
+def test_nuclei_of_uneven_brightness():
+    """Each nucleus of the bundled image (with a 3 px halo) dimmed by its own factor, log-uniform in
+    [1/10, 1]: the bundled model, trained with that augmentation, still finds them (measured: 0.927-0.928
+    over these 3 seeds; nuset_v3, trained without it: 0.86-0.90)."""
+    import tifffile
+    from skimage.segmentation import expand_labels
+
+    im = tifffile.imread(DATA / "IXMtest_F08_s7.tif").astype(np.float32)
+    gt = tifffile.imread(DATA / "IXMtest_F08_s7_mask.tif").astype(np.int32)
+    bg = float(np.median(im[gt == 0]))
+    for seed in range(3):
+        f = np.exp(np.random.default_rng(seed).uniform(-np.log(10), 0.0, gt.max() + 1))
+        f[0] = 1.0
+        dimmed = (bg + (im - bg) * f[expand_labels(gt, 3)]).astype(np.float32)
+        labels, _ = segment_nuset(dimmed, device="cpu")
+        assert match(gt, labels, thresh=0.5).f1 >= 0.91
+
+
 def test_faint_shading_without_nuclei_stays_empty():
     """Noise under a faint ramp and a wide glow (no nuclei), like two empty BBBC039 fields: the ramp makes
     the background read as uneven, but once it is subtracted what stands out is one blob half the field
