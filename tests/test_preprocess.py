@@ -402,5 +402,9 @@ def test_estimate_background_is_exact_for_a_noiseless_plane_and_checks_input():
     assert np.allclose(estimate_background(img, order=1), 10 + 0.5 * xx + 0.25 * yy, atol=1e-3)
     with pytest.raises(InputError):
         estimate_background(np.zeros((2, 8, 8), np.float32))
+    # a single row or a constant image: no failure, a flat surface
+    row = (5 + 0.1 * np.arange(40, dtype=np.float32))[None, :]
+    assert estimate_background(row).shape == (1, 40)
+    assert np.allclose(estimate_background(np.full((20, 30), 7.0, np.float32)), 7.0)
     with pytest.raises(ValueError, match="order"):
         estimate_background(img, order=-1)

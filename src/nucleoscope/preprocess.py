@@ -40,6 +40,9 @@ __all__ = [
     "gaussian_blur",
     "equalize",
     "estimate_background",
+    "fit_background",
+    "evaluate_background",
+    "BackgroundFit",
     "estimate_diameter",
     "rescale_for_diameter",
     "segment_rescaled",
@@ -746,7 +749,10 @@ def fit_background(small: np.ndarray, y: np.ndarray, x: np.ndarray, *, order: in
         a = basis[keep]
         # normal equations: a 6x6 solve, 10x faster than an SVD-based lstsq here, and well conditioned
         # because the coordinates are scaled to [-1, 1]
-        coef = np.linalg.solve(a.T @ a, a.T @ values[keep])
+        try:
+            coef = np.linalg.solve(a.T @ a, a.T @ values[keep])
+        except np.linalg.LinAlgError:  # degenerate grid (a single row or column): minimum-norm solution
+            coef = np.linalg.lstsq(a, values[keep], rcond=None)[0]
     resid = (values - basis @ coef).reshape(small.shape).astype(np.float32)
     return BackgroundFit(coef, _otsu_fg(resid), resid)
 
