@@ -179,7 +179,7 @@ class _Sampler:
         lab = torch.from_numpy(s.labels.astype(np.float32)).to(self.dev)
         return dict(img=torch.from_numpy(s.image).to(self.dev), lab=lab, w=torch.from_numpy(s.weight).to(self.dev),
                     fg=torch.nonzero(lab > 0), d=s.diameter, samples=samples,
-                    bg=float(np.percentile(s.image[~fg], 50)) if (~fg).any() else 0.0)
+                    bg=float(np.median(s.image[~fg])) if (~fg).any() else 0.0)
 
     def _heterogeneity(self, img: torch.Tensor, lab: torch.Tensor, vals: torch.Tensor, bg: float,
                        g: np.random.Generator):
@@ -263,7 +263,7 @@ class _Sampler:
             else:
                 vals = s["samples"][3]
             win = s["img"][y0:y1, x0:x1]
-            if cfg.brightness_spread > 1 or cfg.ramp > 0:
+            if cfg.brightness_spread > 1 or cfg.ramp > 0:  # off: no draws, so earlier runs' crops are unchanged
                 win, vals = self._heterogeneity(win, s["lab"][y0:y1, x0:x1], vals, s["bg"], g)
             win, vals = self._intensity(win, vals, g)
             centre, scale = self._stats(vals)
