@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add the boundary channel (borders between touching nuclei) the watershed cuts along")
     parser.add_argument("--boundary-weight", type=float, default=1.0, help="weight of the boundary loss (default 1)")
     parser.add_argument("--init", metavar="MODEL",
-                        help="fine-tune this exported model (name or .safetensors path, e.g. nuset_v3); "
+                        help="fine-tune this exported model (name or .safetensors path, e.g. nuset_v4); "
                              "its widths are used, --widths is ignored")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pack", metavar="NPZ", help="prepare the training data, write it to NPZ and exit")
