@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -321,7 +321,8 @@ def merge_weak_borders(labels: np.ndarray, boundary: np.ndarray, below: float) -
     """Merge neighbouring objects whose shared edge has a mean ``boundary`` value below ``below``.
 
     The edge between two 4-connected neighbours ``p``, ``q`` with different ids scores
-    ``max(boundary[p], boundary[q])``; pairs are merged transitively (union-find), the smaller id kept.
+    ``max(boundary[p], boundary[q])``; pairs are merged transitively (connected components of the graph
+    of weak edges), the smallest id kept.
 
     Parameters
     ----------
@@ -511,13 +512,14 @@ def _unevenness(small: np.ndarray, shape: tuple[int, int]) -> tuple[float, np.nd
     # the sampled pixels' centres in the input's coordinates (resize_image: align_corners=False)
     y = _unit_coords(shape[0], (np.arange(0, h, s) + 0.5) * (shape[0] / h) - 0.5)
     x = _unit_coords(shape[1], (np.arange(0, w, s) + 0.5) * (shape[1] / w) - 0.5)
-    fit = fit_background(small[::s, ::s], y, x)
+    sample = small[::s, ::s]
+    fit = fit_background(sample, y, x)
     if not fit.mask.any() or fit.mask.all():
         return 0.0, fit.coef
     contrast = float(np.median(fit.residual[fit.mask])) - float(np.median(fit.residual[~fit.mask]))
     if not contrast > 0:
         return 0.0, fit.coef
-    surface = small[::s, ::s] - fit.residual
+    surface = sample - fit.residual
     return float(surface.max() - surface.min()) / contrast, fit.coef
 
 
@@ -729,10 +731,9 @@ def segment_nuset(image: np.ndarray, *, spacing: float | None = None, diameter: 
     dev = _resolve_device(device)
     net, meta = _get_model(model, dev)
     th = Thresholds(**meta["thresholds"]) if meta.get("thresholds") else Thresholds()
-    th = Thresholds(prob=th.prob if prob_thresh is None else prob_thresh,
-                    score=th.score if score_thresh is None else score_thresh,
-                    nms=th.nms if nms_thresh is None else nms_thresh, min_relative_area=th.min_relative_area,
-                    relief_dt=th.relief_dt, boundary=th.boundary, merge=th.merge)
+    # only the given overrides change: every other stored threshold is kept as the model has it
+    th = replace(th, **{k: v for k, v in (("prob", prob_thresh), ("score", score_thresh), ("nms", nms_thresh))
+                        if v is not None})
     if diameter_um is not None:
         if not spacing:
             raise InputError("diameter_um needs the pixel size (spacing, µm per px)")
