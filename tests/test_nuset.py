@@ -377,6 +377,7 @@ def test_train_segmenter_cli_pack_and_train(tmp_path):
     assert meta["training"]["data"]["tiny"]["held_out"] == ["im0.tif"]  # every 3rd training image, sorted
     assert meta["training"]["n_real"] == 2 and meta["training"]["n_synthetic"] == 1
     assert meta["architecture"]["widths"] == [4, 8, 8, 8, 8]
+    assert meta["training"]["command"].startswith(f"nucleoscope train-segmenter --from-pack {pack} -o {out} --steps 2")
     # the pack stores w0 = 10 maps; --border-w0 recomputes them all with the new weight
     from nucleoscope.cli.train_segmenter import unpack
 

@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add the boundary channel (borders between touching nuclei) the watershed cuts along")
     parser.add_argument("--boundary-weight", type=float, default=1.0, help="weight of the boundary loss (default 1)")
     parser.add_argument("--init", metavar="MODEL",
-                        help="fine-tune this exported model (name or .safetensors path, e.g. nuset_v4); "
+                        help="fine-tune this exported model (name or .safetensors path, e.g. nuset_v5); "
                              "its widths are used, --widths is ignored")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pack", metavar="NPZ", help="prepare the training data, write it to NPZ and exit")
@@ -242,8 +242,11 @@ def run(args: argparse.Namespace) -> int:
                        val_max_images=args.val_max_images, border_w0=args.border_w0,
                        small_weight=args.small_weight, boundary_weight=args.boundary_weight,
                        brightness_spread=args.brightness_spread, ramp=args.ramp)
-    meta = {"data": record, "command": "nucleoscope train-segmenter " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-            if len(sys.argv) > 2 else "", "prepare_s": round(time.time() - t0, 1)}
+    # the options as typed, after the subcommand (global options such as -v may come before it)
+    argv = getattr(args, "_argv", sys.argv[1:])
+    opts = argv[argv.index("train-segmenter") + 1:] if "train-segmenter" in argv else argv
+    meta = {"data": record, "command": "nucleoscope train-segmenter " + " ".join(shlex.quote(a) for a in opts),
+            "prepare_s": round(time.time() - t0, 1)}
     if init is not None:
         meta["init"] = {"model": args.init, "sha256": init_meta.get("sha256")}
     result = train_nuset(train_s, synthetic=synth_s, val=val, out_dir=args.output, model_config=mcfg, config=tcfg,
