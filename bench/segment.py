@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             "per megapixel (reading and scoring excluded); peak RSS = maximum resident memory of the process "
             "that segmented and scored the split. Only `val` splits are held out, and only from training: "
             "rows on a `train` split are in-sample for trained methods (`nuset` trained on the train splits and "
-            "chose its checkpoint on half of `bbbc039:val`; see `src/nucleoscope/models/nuset_v4.json`), and "
+            "chose its checkpoint on half of `bbbc039:val`; see `src/nucleoscope/models/nuset_v5.json`), and "
             "the classic methods' defaults were tuned on these sets. Rows name the commit they ran on, "
             "`+dirty` when the segmentation sources differed from it." + limit_note
         )

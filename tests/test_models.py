@@ -41,9 +41,9 @@ def test_tampered_missing_and_unhashed_files_are_refused(tmp_path):
         load_weights(tmp_path / "absent")
 
 
-def test_bundled_nuset_v4_is_small_verified_and_documented():
-    assert DEFAULT_NUSET == "nuset_v4"
-    w, j = model_paths("nuset_v4")
+def test_bundled_nuset_v5_is_small_verified_and_documented():
+    assert DEFAULT_NUSET == "nuset_v5"
+    w, j = model_paths("nuset_v5")
     assert w.parent == MODELS_DIR and w.stat().st_size < 5_000_000
     net, meta = load_nuset()
     assert meta["sha256"] == sha256_file(w)
@@ -52,11 +52,15 @@ def test_bundled_nuset_v4_is_small_verified_and_documented():
     assert meta["training"]["wall_time_s_total"] > 0 and "command" in meta["training"]
     assert not net.config.batchnorm and not net.training
     n_params = sum(p.numel() for p in net.parameters())
-    assert n_params == sum(int(np.prod(t.shape)) for t in load_weights("nuset_v4")[0].values())
+    assert n_params == sum(int(np.prod(t.shape)) for t in load_weights("nuset_v5")[0].values())
     # the boundary channel, and the thresholds that use it, are part of the bundled model
     assert net.config.boundary and net.head.out_channels == 2
     assert meta["thresholds"]["boundary"] > 0 and meta["thresholds"]["merge"] > 0
     assert meta["training"]["stages"][0]["model"] == "nuset_v2"
-    # how it was made: the augmentations and the checkpoint average are recorded
-    assert "ramp" in meta["training"]["command"] and meta["training"]["averaged"]["steps"] == [2400, 3879]
-    assert meta["training"]["init"]["sha256"] == sha256_file(MODELS_DIR / "ablation" / "nuset_v3.safetensors")
+    # how it was made: the augmentations, every stage back to nuset_v2, and the model it started from
+    assert "ramp" in meta["training"]["command"] and meta["training"]["exported"]["step"] == meta["training"]["steps"]
+    assert len(meta["training"]["stages"]) == 4 and "H100" in meta["training"]["stages"][-1]["device"]
+    assert meta["training"]["init"]["sha256"] == sha256_file(MODELS_DIR / "ablation" / "nuset_v4.safetensors")
+    # the model it replaced stays loadable by path, hash verified
+    v4, v4_meta = load_nuset(MODELS_DIR / "ablation" / "nuset_v4")
+    assert v4_meta["name"] == "nuset_v4" and v4.config.widths == net.config.widths

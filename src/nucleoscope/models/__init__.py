@@ -22,7 +22,7 @@ __all__ = ["MODELS_DIR", "DEFAULT_NUSET", "sha256_file", "model_paths", "load_we
            "load_nuset"]
 
 MODELS_DIR = Path(__file__).resolve().parent
-DEFAULT_NUSET = "nuset_v4"
+DEFAULT_NUSET = "nuset_v5"
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -99,7 +99,7 @@ def save_model(stem: str | os.PathLike, tensors: dict[str, Any], meta: dict) -> 
 
 
 def load_nuset(name_or_path: str | os.PathLike | None = None):
-    """The NuSeT network (eval mode, CPU) and its metadata; default: the bundled ``nuset_v4``."""
+    """The NuSeT network (eval mode, CPU) and its metadata; default: the bundled ``nuset_v5``."""
     from ..segment.nuset.network import NusetConfig, NusetNet
 
     tensors, meta = load_weights(name_or_path or DEFAULT_NUSET)
