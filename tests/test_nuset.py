@@ -388,12 +388,14 @@ def test_train_segmenter_cli_pack_and_train(tmp_path):
         np.testing.assert_allclose(a.weight, border_weight_map(a.labels, w0=10.0, sigma2=s2), atol=1e-2)
         np.testing.assert_allclose(b.weight, border_weight_map(a.labels, w0=20.0, sigma2=s2), atol=1e-6)
         assert (b.weight - 1).max() > 1.5 * (a.weight - 1).max()
-    assert main(["train-segmenter", "--from-pack", str(pack), "-o", str(tmp_path / "m20"), "--steps", "1",
+    assert main(["-v", "train-segmenter", "--from-pack", str(pack), "-o", str(tmp_path / "m20"), "--steps", "1",
                  "--batch", "2", "--crop", "48", "--widths", "4,8,8,8,8", "--no-tune", "--device", "cpu",
                  "--threads", "1", "--border-w0", "20", "--small-weight", "3"]) == 0
     meta = json.loads((tmp_path / "m20" / "nuset.json").read_text())
     assert meta["training"]["config"]["border_w0"] == 20.0
     assert meta["training"]["config"]["small_weight"] == 3.0
+    # a global option before the subcommand is not recorded as one of its options
+    assert meta["training"]["command"].startswith(f"nucleoscope train-segmenter --from-pack {pack} -o ")
 
 
 # ---------------------------------------------------------------------------------------------------
