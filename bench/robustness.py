@@ -69,13 +69,21 @@ def degrade(kind: str, image: np.ndarray, labels: np.ndarray, rng: np.random.Gen
         out = np.round((image - bg) / c * 30 + 500 + rng.normal(0, 4, image.shape))
     elif kind == "saturated":  # clipped at the 60th percentile of nuclear pixels
         out = np.minimum(image, np.percentile(image[fg], 60))
-    elif kind.startswith("uneven nuclei"):  # each nucleus (and its 3 px halo) dimmed by its own factor
+    elif kind.startswith("uneven nuclei"):
+        # each nucleus's light dimmed by its own factor: all of it (its glow reaches well past the outline,
+        # so each pixel goes with its nearest nucleus out to half a diameter; the factor map is smoothed
+        # over 2 px), with noise added back to keep the background's noise level (a dimmer stain under the
+        # same camera)
         from skimage.segmentation import expand_labels
 
         k = float(kind.split()[2].rstrip("x"))
         f = np.exp(rng.uniform(-np.log(k), 0.0, int(labels.max()) + 1))
         f[0] = 1.0
-        out = bg + (image - bg) * f[expand_labels(labels, 3)]
+        grown = expand_labels(labels, max(2, round(estimate_diameter(labels) / 2)))
+        fmap = ndi.gaussian_filter(f[grown], 2.0)
+        far = image[grown == 0] if (grown == 0).sum() > 100 else image[~fg]
+        sd = 1.4826 * float(np.median(np.abs(far - np.median(far))))
+        out = bg + (image - bg) * fmap + rng.normal(0, 1, image.shape) * sd * np.sqrt(np.clip(1 - fmap ** 2, 0, None))
     elif kind == "8-bit gamma 0.5":  # a display-encoded export (JPEG/PNG from a viewer)
         x = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)
         out = np.round(255 * np.sqrt(x))
@@ -142,9 +150,11 @@ def main(argv=None) -> int:
             "blur of 1/12 nucleus diameter), few photons (nuclei 20 photons above a background of 5, Poisson + "
             "Gaussian read noise 3), a background ramp rising by 1x or 3x the nuclei's contrast across the "
             "field, vignetting (signal 40% in the corners), a dim 12-bit-like signal (30 counts on an offset of "
-            "500), saturation (clipped at the 60th percentile of nuclear pixels), nuclei of uneven brightness (each "
-            "nucleus's signal, with a 3 px halo, scaled by its own factor, log-uniform in [1/3, 1] or [1/10, 1]: "
-            "cell-to-cell variation of a stain or reporter) and an 8-bit gamma-0.5 export. "
+            "500), saturation (clipped at the 60th percentile of nuclear pixels), nuclei of uneven brightness (all of "
+            "each nucleus's light, its glow out to half a diameter included, scaled by its own factor, "
+            "log-uniform in [1/3, 1] or [1/10, 1], noise added back to the background's level: cell-to-cell variation of a stain or "
+            "reporter; until 2026-11-23 only a 3 px halo was scaled, noise included, which left each dimmed "
+            "nucleus inside a ring of undimmed glow, see docs/nuset.md) and an 8-bit gamma-0.5 export. "
             "Each is relative to the image's own background, contrast and nucleus size; the truth is unchanged. "
             "\"flattened\": images on which NuSeT subtracted a fitted background first "
             "(`nucleoscope.preprocess.estimate_background`); the \"flattening off\" rows are the same images "

@@ -90,3 +90,59 @@ def test_fill_holes_keeps_pocket_inside_a_ring_of_nuclei():
     # a hole inside one of the ring's nuclei is still filled
     lab[50, 75] = 0
     assert fill_holes(lab)[50, 75] == 1
+
+
+def _disc(shape, cy, cx, r):
+    yy, xx = np.mgrid[:shape[0], :shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+
+
+def test_touching_pairs_lists_each_4_connected_pair_once():
+    from nucleoscope.postprocess import touching_pairs
+
+    lab = np.array([[1, 1, 2, 0],
+                    [3, 3, 2, 0],
+                    [0, 4, 0, 5]], np.int32)
+    a, b, mean = touching_pairs(lab)
+    assert sorted(zip(a.tolist(), b.tolist())) == [(1, 2), (1, 3), (2, 3), (3, 4)]  # 4-5 only diagonal: no
+    assert mean is None
+    # the mean over each shared edge of the larger value on either side of it
+    vals = np.arange(12, dtype=float).reshape(3, 4)
+    a, b, mean = touching_pairs(lab, vals)
+    got = dict(zip(zip(a.tolist(), b.tolist()), mean.tolist()))
+    # 1-2: (0,1)|(0,2) -> 2; 1-3: (0,0)|(1,0) -> 4 and (0,1)|(1,1) -> 5; 2-3: (1,1)|(1,2) -> 6;
+    # 3-4: (1,1)|(2,1) -> 9
+    assert got == {(1, 2): 2.0, (1, 3): 4.5, (2, 3): 6.0, (3, 4): 9.0}
+
+
+def test_merge_convex_pairs_rejoins_a_cut_nucleus_not_two_touching_ones():
+    """A disc cut in half by a straight line is rejoined (union solidity ~1); two small touching discs
+    (union solidity (2 pi r^2) / (pi r^2 + 2r * 2r) = 0.88 for r = 6) and a half disc touching a whole
+    nucleus (union 1.5 x the median area) are left alone; the other nuclei set the median area."""
+    from nucleoscope.postprocess import merge_convex_pairs
+
+    shape = (120, 160)
+    lab = np.zeros(shape, np.int32)
+    for k, (cy, cx) in enumerate([(15, 15), (15, 45), (15, 75), (15, 105), (15, 135)], 1):
+        lab[_disc(shape, cy, cx, 10)] = k  # the median nucleus: ~314 px
+    cut = _disc(shape, 50, 30, 10)
+    lab[cut & (np.arange(160)[None, :] < 30)] = 6
+    lab[cut & (np.arange(160)[None, :] >= 30)] = 7
+    lab[_disc(shape, 50, 80, 6)] = 8   # two small discs touching at one point
+    lab[_disc(shape, 50, 92, 6) & (lab == 0)] = 9
+    whole = _disc(shape, 95, 40, 10)
+    lab[whole] = 10
+    half = _disc(shape, 95, 60, 10) & ~whole & (np.arange(160)[None, :] >= 60)
+    lab[half] = 11
+    # (the pairs above touch: 6-7 along the cut, 8-9 at the discs' contact, 10-11 along the half disc's edge)
+    out = merge_convex_pairs(lab, 0.93)
+    assert (out[lab == 7] == 6).all()  # the cut nucleus is whole again, under the smaller id
+    for i in (8, 9, 10, 11, 1, 2, 3, 4, 5):
+        assert (out[lab == i] == i).all(), i
+    # without the size limits the concave pair 8-9 still stays apart: solidity, not size, decides it
+    out2 = merge_convex_pairs(lab, 0.93, max_piece=10, max_union=10)
+    assert (out2[lab == 9] == 9).all()
+    # a lower solidity threshold takes it, and the greedy pass never chains one object into two merges
+    out3 = merge_convex_pairs(lab, 0.8, max_piece=10, max_union=10)
+    assert (out3[lab == 9] == 8).all()
+    assert np.array_equal(merge_convex_pairs(lab, 0.0), lab)

@@ -96,6 +96,121 @@ def fill_holes(labels: np.ndarray) -> np.ndarray:
     return labels
 
 
+def touching_pairs(labels: np.ndarray, values: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Pairs of objects that share a 4-connected edge: ``(a, b, mean)`` with ``a < b``, each pair once.
+
+    With ``values`` (H, W), ``mean`` is each pair's mean over its shared edge of ``max(values[p],
+    values[q])`` for the neighbouring pixels ``p``, ``q`` across it (e.g. a border probability); else None.
+    """
+    labels = np.asarray(labels)
+    a_list, b_list, v_list = [], [], []
+    for sa, sb in (((slice(1, None), slice(None)), (slice(None, -1), slice(None))),
+                   ((slice(None), slice(1, None)), (slice(None), slice(None, -1)))):
+        la, lb = labels[sa], labels[sb]
+        k = (la != lb) & (la > 0) & (lb > 0)
+        a_list.append(np.minimum(la[k], lb[k]).astype(np.int64))
+        b_list.append(np.maximum(la[k], lb[k]).astype(np.int64))
+        if values is not None:
+            v_list.append(np.maximum(values[sa][k], values[sb][k]))
+    a, b = np.concatenate(a_list), np.concatenate(b_list)
+    if a.size == 0:
+        return a, b, (np.zeros(0) if values is not None else None)
+    n = int(labels.max()) + 1
+    key, inv = np.unique(a * n + b, return_inverse=True)
+    mean = None
+    if values is not None:
+        mean = np.bincount(inv, weights=np.concatenate(v_list)) / np.bincount(inv)
+    return key // n, key % n, mean
+
+
+def digital_hull_size(mask: np.ndarray) -> float:
+    """Number of pixel centres inside (or on) the convex hull of a mask's pixel centres.
+
+    ``mask.sum() / digital_hull_size(mask)`` is a solidity that does not depend on the object's size: a
+    digitized disc scores ~1 at any radius, where the convex image of
+    :func:`skimage.morphology.convex_hull_image` (regionprops' solidity) makes a disc 0.86 at radius 4
+    px and 0.96 at 20 px. The hull's vertices are pixel centres, so Pick's theorem counts the centres in
+    it exactly: area + boundary points / 2 + 1.
+    """
+    from math import gcd
+
+    from scipy.spatial import ConvexHull, QhullError
+
+    pts = np.argwhere(mask & ~ndi.binary_erosion(mask))  # the hull's vertices lie on the outline
+    if len(pts) < 3:
+        return float(mask.sum())
+    try:
+        hull = ConvexHull(pts)
+    except QhullError:  # collinear: a line of pixels is convex
+        return float(mask.sum())
+    v = pts[hull.vertices]  # counter-clockwise
+    w = np.roll(v, -1, axis=0)
+    area = 0.5 * abs(float(np.sum(v[:, 0] * w[:, 1] - w[:, 0] * v[:, 1])))
+    boundary = sum(gcd(int(abs(dy)), int(abs(dx))) for dy, dx in (w - v))
+    return area + boundary / 2 + 1
+
+
+def merge_convex_pairs(labels: np.ndarray, solidity: float, *, max_piece: float = 0.5,
+                       max_union: float = 1.3, border: np.ndarray | None = None,
+                       border_below: float = 1.0) -> np.ndarray:
+    """Merge two touching objects into one when together they are convex and small enough to be one nucleus.
+
+    A nucleus cut in two by a spurious seed leaves two pieces whose union is about as convex as a
+    nucleus; two touching nuclei leave a neck (a concavity) where they meet. A pair is merged when the
+    smaller piece is at most ``max_piece`` x the median object area, the union at most ``max_union`` x
+    it, and the union's solidity (pixels / pixel centres in its convex hull, :func:`digital_hull_size`)
+    at least ``solidity``. Pairs are taken from
+    the most convex down; each object is merged at most once (so a clump is never chained into one).
+
+    Parameters
+    ----------
+    labels : ndarray (H, W) int
+    solidity : float
+        Minimum solidity of the union, in (0, 1]; <= 0 returns the labels unchanged.
+    max_piece, max_union : float
+        Size limits, in units of the median object area.
+    border : ndarray (H, W) float, optional
+        Probability of a border between touching nuclei; with it a pair is merged only where the mean
+        over its shared edge (:func:`touching_pairs`) is below ``border_below``.
+
+    Returns
+    -------
+    ndarray (H, W) int32 (the merged pair keeps the smaller id; ids not renumbered)
+    """
+    labels = np.asarray(labels, np.int32)
+    if solidity <= 0 or labels.max() < 2:
+        return labels
+    areas = np.bincount(labels.ravel())
+    present = areas[1:][areas[1:] > 0]
+    med = float(np.median(present))
+    a, b, edge = touching_pairs(labels, border)
+    small = np.minimum(areas[a], areas[b])
+    keep = (small <= max_piece * med) & (areas[a] + areas[b] <= max_union * med)
+    if edge is not None:
+        keep &= edge < border_below
+    a, b = a[keep], b[keep]
+    if a.size == 0:
+        return labels
+    objs = ndi.find_objects(labels)
+    cand = []
+    for i, j in zip(a.tolist(), b.tolist()):
+        si, sj = objs[i - 1], objs[j - 1]
+        sl = tuple(slice(min(x.start, y.start), max(x.stop, y.stop)) for x, y in zip(si, sj))
+        union = (labels[sl] == i) | (labels[sl] == j)
+        sol = float(union.sum()) / max(digital_hull_size(union), 1.0)
+        if sol >= solidity:
+            cand.append((sol, i, j))
+    lut = np.arange(int(labels.max()) + 1, dtype=np.int32)
+    used: set[int] = set()
+    for _, i, j in sorted(cand, reverse=True):
+        if i in used or j in used:
+            continue
+        lut[j] = i
+        used.update((i, j))
+    return lut[labels]
+
+
 def seeded_watershed(surface: np.ndarray, seeds: np.ndarray, mask: np.ndarray, *,
                      compactness: float = 0.0) -> np.ndarray:
     """Watershed of ``surface`` from ``seeds`` restricted to ``mask``; returns int32 labels.

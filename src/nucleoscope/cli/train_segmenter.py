@@ -58,6 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--brightness-spread", type=float, default=1.0,
                         help="augment: scale each nucleus's brightness by a factor in [1/S, 1] on half the crops "
                              "(cell-to-cell variation of stain or reporter; default 1: off)")
+    parser.add_argument("--brightness-scope", choices=["cell", "halo2"], default="cell",
+                        help="what a nucleus's brightness factor scales: 'cell' all of its light (out to half a "
+                             "diameter, pixel noise kept; default) or 'halo2' its pixels and a 2 px halo, noise "
+                             "included (how nuset_v3 to nuset_v5 were trained)")
     parser.add_argument("--ramp", type=float, default=0.0,
                         help="augment: add a background gradient of up to this fraction of the nuclei's level on "
                              "30%% of the crops (uneven illumination; default 0: off)")
@@ -241,7 +245,8 @@ def run(args: argparse.Namespace) -> int:
                        fg_norm=not args.no_fg_norm, rpn=not args.no_rpn, seed=args.seed,
                        val_max_images=args.val_max_images, border_w0=args.border_w0,
                        small_weight=args.small_weight, boundary_weight=args.boundary_weight,
-                       brightness_spread=args.brightness_spread, ramp=args.ramp)
+                       brightness_spread=args.brightness_spread,
+                       brightness_scope=args.brightness_scope, ramp=args.ramp)
     # the options as typed, after the subcommand (global options such as -v may come before it)
     argv = getattr(args, "_argv", sys.argv[1:])
     opts = argv[argv.index("train-segmenter") + 1:] if "train-segmenter" in argv else argv

@@ -34,7 +34,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from ... import InputError
-from ...postprocess import remove_small, seeded_watershed
+from ...postprocess import merge_convex_pairs, remove_small, seeded_watershed, touching_pairs
 from ...preprocess import (SPARSE_RENDERING_THRESHOLD, estimate_diameter, estimate_diameter_sparse,
                            foreground_normalize, normalize_percentile, sparse_rendering_fraction)
 from ...preprocess import _inscribed_diameter, _otsu_fg as _otsu_mask  # shared with the sparse estimate
@@ -88,6 +88,13 @@ class Thresholds:
     #: models with a boundary channel: neighbours whose shared border scores below this mean boundary
     #: probability are one nucleus that two proposals over-seeded, and are merged (0: never)
     merge: float = 0.0
+    #: touching pieces whose union has at least this solidity, the smaller piece at most half and the
+    #: union at most 1.3 x the median nucleus, are one nucleus cut by a spurious seed, and are merged
+    #: (:func:`nucleoscope.postprocess.merge_convex_pairs`; 0: never)
+    convex: float = 0.0
+    #: models with a boundary channel: ... only where the mean border probability on the pair's shared
+    #: edge is below this (1: no condition)
+    convex_border: float = 1.0
 
 
 @dataclass
@@ -336,27 +343,13 @@ def merge_weak_borders(labels: np.ndarray, boundary: np.ndarray, below: float) -
     ndarray (H, W) int32 (ids not renumbered)
     """
     labels = np.asarray(labels, np.int32)
-    a_list, b_list, v_list = [], [], []
-    for sa, sb in (((slice(1, None), slice(None)), (slice(None, -1), slice(None))),
-                   ((slice(None), slice(1, None)), (slice(None), slice(None, -1)))):
-        la, lb = labels[sa], labels[sb]
-        k = (la != lb) & (la > 0) & (lb > 0)
-        if k.any():
-            a_list.append(np.minimum(la[k], lb[k]))
-            b_list.append(np.maximum(la[k], lb[k]))
-            v_list.append(np.maximum(boundary[sa][k], boundary[sb][k]))
-    if not a_list:
-        return labels
-    a, b, v = (np.concatenate(x) for x in (a_list, b_list, v_list))
-    n = int(labels.max()) + 1
-    key = a.astype(np.int64) * n + b
-    uk, inv = np.unique(key, return_inverse=True)
-    mean = np.bincount(inv, weights=v) / np.bincount(inv)
-    weak = uk[mean < below]
-    if weak.size == 0:
+    a, b, mean = touching_pairs(labels, boundary)
+    weak = mean < below
+    if not weak.any():
         return labels
     # merge transitively: connected components of the graph of weak edges, each renamed to its smallest id
-    graph = coo_matrix((np.ones(weak.size), (weak // n, weak % n)), shape=(n, n))
+    n = int(labels.max()) + 1
+    graph = coo_matrix((np.ones(int(weak.sum())), (a[weak], b[weak])), shape=(n, n))
     n_comp, comp = connected_components(graph, directed=False)
     smallest = np.full(n_comp, n, np.int64)
     np.minimum.at(smallest, comp, np.arange(n))
@@ -659,6 +652,8 @@ def labels_from_maps(maps: NusetMaps, config: NusetConfig, thresholds: Threshold
     small, n_seeds = instances_from_maps(maps.prob, boxes, prob_thresh=th.prob, relief_dt=th.relief_dt,
                                          diameter=config.diameter, boundary=maps.boundary,
                                          boundary_weight=th.boundary, merge_below=th.merge)
+    if th.convex > 0:
+        small = merge_convex_pairs(small, th.convex, border=maps.boundary, border_below=th.convex_border)
     labels, prob_up = _upsample_labels(small, maps.prob, maps.shape, th.prob)
     return _finish(labels, th.min_relative_area), prob_up, 0 if boxes is None else int(len(boxes)), n_seeds
 

@@ -94,6 +94,12 @@ class TrainConfig:
     #: per-nucleus brightness augmentation: on half of the crops each nucleus's signal above the background
     #: is multiplied by a factor log-uniform in [1 / spread, 1] (1: off)
     brightness_spread: float = 1.0
+    #: what a nucleus's factor scales: ``"cell"`` all of its light (each pixel goes with its nearest
+    #: nucleus out to half a diameter, the factor map smoothed over 2 px), with noise added back to keep
+    #: the image's background noise level (a dimmer stain under the same camera); or ``"halo2"`` its
+    #: pixels and a 2 px halo, noise included (how nuset_v3 to nuset_v5 were trained: a dimmed nucleus
+    #: kept its undimmed glow beyond 2 px and got a ring of lowered noise)
+    brightness_scope: str = "cell"
     #: background-ramp augmentation: on 30% of the crops a linear gradient of up to this fraction of the
     #: nuclei's median level, in a random direction, is added (0: off)
     ramp: float = 0.0
@@ -147,6 +153,23 @@ def boundary_target(labels: torch.Tensor, radius: int = BOUNDARY_RADIUS) -> torc
     return torch.cat([fg.float(), border.float()], 1)[0]
 
 
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of a (H, W) tensor, ``sigma`` px, edges replicated."""
+    r = int(math.ceil(2 * sigma))
+    t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
+    ker = torch.exp(-t * t / (2 * sigma * sigma))
+    ker = ker / ker.sum()
+    y = F.conv2d(F.pad(x[None, None], (r, r, 0, 0), mode="replicate"), ker.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), ker.view(1, 1, -1, 1))[0, 0]
+
+
+def _noise_sd(values: np.ndarray) -> float:
+    """Robust standard deviation (1.4826 x MAD) of background pixel values; 0 for none."""
+    if values.size == 0:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(values - np.median(values))))
+
+
 class _Sampler:
     """Draws augmented, normalized crops from the stored samples on ``device``."""
 
@@ -167,6 +190,14 @@ class _Sampler:
 
         g = np.random.default_rng(len(s.image.ravel()))
         fg = s.labels > 0
+        grown, noise_sd = None, 0.0
+        if self.cfg.brightness_spread > 1 and self.cfg.brightness_scope == "cell":
+            from skimage.segmentation import expand_labels
+
+            # each pixel belongs to its nearest nucleus out to half a diameter: that nucleus's light
+            g_np = expand_labels(s.labels, max(2, int(round(s.diameter / 2))))
+            grown = torch.from_numpy(g_np.astype(np.int64)).to(self.dev)
+            noise_sd = _noise_sd(s.image[g_np == 0] if (g_np == 0).sum() > 100 else s.image[~fg])
         # Pixel-value samples for the normalization statistics: under the truth mask, an eroded and a
         # dilated one (an imperfect coarse mask), and the whole image. The intensity jitter is applied
         # to these samples too, so statistics and pixels stay consistent without touching the whole image.
@@ -178,27 +209,38 @@ class _Sampler:
             samples.append(torch.from_numpy(g.choice(v, size=min(4096, v.size), replace=False)).to(self.dev))
         lab = torch.from_numpy(s.labels.astype(np.float32)).to(self.dev)
         return dict(img=torch.from_numpy(s.image).to(self.dev), lab=lab, w=torch.from_numpy(s.weight).to(self.dev),
-                    fg=torch.nonzero(lab > 0), d=s.diameter, samples=samples,
+                    fg=torch.nonzero(lab > 0), d=s.diameter, samples=samples, grown=grown,
+                    noise_sd=noise_sd,
                     bg=float(np.median(s.image[~fg])) if (~fg).any() else 0.0)
 
     def _heterogeneity(self, img: torch.Tensor, lab: torch.Tensor, vals: torch.Tensor, bg: float,
-                       g: np.random.Generator):
+                       g: np.random.Generator, grown: torch.Tensor | None = None, noise_sd: float = 0.0):
         """Per-nucleus brightness factors and a background ramp (``brightness_spread``, ``ramp``).
 
         The statistics' samples carry no positions, so each sample gets a factor drawn from the same
         distribution as the nuclei's, and the ramp's value at a random position: their median and
         spread then move as those of the augmented window's foreground do. ``bg``: the image's median
-        background level, about which the nuclei's signal is scaled."""
+        background level, about which the nuclei's signal is scaled; ``grown``: the window's labels
+        expanded to half a diameter (``brightness_scope="cell"``), ``noise_sd`` the image's background
+        noise (its standard deviation)."""
         cfg = self.cfg
         if cfg.brightness_spread > 1 and g.random() < 0.5:
             lo = math.log(1.0 / cfg.brightness_spread)
-            n = int(lab.max().item()) + 1
+            n = int(max(lab.max().item(), grown.max().item() if grown is not None else 0)) + 1
             f = torch.from_numpy(np.exp(g.uniform(lo, 0.0, n)).astype(np.float32)).to(img.device)
             f[0] = 1.0
-            # each nucleus's halo (2 px of background around it, where its blur spills) scales with it
-            ids = lab[None, None]
-            grown = torch.where(ids > 0, ids, F.max_pool2d(ids, 5, stride=1, padding=2))[0, 0].long()
-            img = bg + (img - bg) * f[grown]
+            if grown is not None:
+                # all of a nucleus's light scales (its glow reaches well past its outline); the pixel noise
+                # scales with it, so noise of the image's own level is added back to keep it at that level
+                fmap = _blur(f[grown], 2.0)
+                img = bg + (img - bg) * fmap
+                if noise_sd > 0:
+                    img = img + torch.randn_like(img) * noise_sd * (1 - fmap * fmap).clamp(min=0).sqrt()
+            else:
+                # each nucleus's halo (2 px of background around it, where its blur spills) scales with it
+                ids = lab[None, None]
+                grown = torch.where(ids > 0, ids, F.max_pool2d(ids, 5, stride=1, padding=2))[0, 0].long()
+                img = bg + (img - bg) * f[grown]
             fv = torch.from_numpy(np.exp(g.uniform(lo, 0.0, vals.numel())).astype(np.float32)).to(vals.device)
             vals = bg + (vals - bg) * fv
         if cfg.ramp > 0 and g.random() < 0.3:
@@ -219,13 +261,7 @@ class _Sampler:
         x = img.clamp(min=0) ** gamma * gain + off
         vals = vals.clamp(min=0) ** gamma * gain + off
         if g.random() < 0.3 and min(x.shape) > 8:  # defocus
-            k = float(g.uniform(0.5, 1.5))
-            r = int(math.ceil(2 * k))
-            t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
-            ker = torch.exp(-t * t / (2 * k * k))
-            ker = ker / ker.sum()
-            x = F.conv2d(F.pad(x[None, None], (r, r, 0, 0), mode="replicate"), ker.view(1, 1, 1, -1))
-            x = F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), ker.view(1, 1, -1, 1))[0, 0]
+            x = _blur(x, float(g.uniform(0.5, 1.5)))
         if g.random() < 0.7:
             sd = float(g.uniform(0, 0.08))
             x = x + torch.randn_like(x) * sd
@@ -264,7 +300,8 @@ class _Sampler:
                 vals = s["samples"][3]
             win = s["img"][y0:y1, x0:x1]
             if cfg.brightness_spread > 1 or cfg.ramp > 0:  # off: no draws, so earlier runs' crops are unchanged
-                win, vals = self._heterogeneity(win, s["lab"][y0:y1, x0:x1], vals, s["bg"], g)
+                gw = s["grown"][y0:y1, x0:x1] if s["grown"] is not None else None
+                win, vals = self._heterogeneity(win, s["lab"][y0:y1, x0:x1], vals, s["bg"], g, gw, s["noise_sd"])
             win, vals = self._intensity(win, vals, g)
             centre, scale = self._stats(vals)
             win = (win - centre) / scale
