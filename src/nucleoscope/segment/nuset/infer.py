@@ -92,8 +92,10 @@ class Thresholds:
     #: union at most 1.3 x the median nucleus, are one nucleus cut by a spurious seed, and are merged
     #: (:func:`nucleoscope.postprocess.merge_convex_pairs`; 0: never)
     convex: float = 0.0
-    #: models with a boundary channel: ... only where the mean border probability on the pair's shared
-    #: edge is below this (1: no condition)
+    #: models with a boundary channel: ``convex`` merges a pair only where the mean boundary probability
+    #: on its shared edge is below this (1: no condition). Between ``merge`` and this the predicted
+    #: border is ambiguous and the shape decides; above it the network's border is trusted (without
+    #: this, touching dim nuclei were merged)
     convex_border: float = 1.0
 
 
