@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(cell-to-cell variation of stain or reporter; default 1: off)")
     parser.add_argument("--brightness-scope", choices=["cell", "halo2"], default="cell",
                         help="what a nucleus's brightness factor scales: 'cell' all of its light (out to half a "
-                             "diameter, pixel noise kept; default) or 'halo2' its pixels and a 2 px halo, noise "
+                             "diameter, noise level kept; default) or 'halo2' its pixels and a 2 px halo, noise "
                              "included (how nuset_v3 to nuset_v5 were trained)")
     parser.add_argument("--ramp", type=float, default=0.0,
                         help="augment: add a background gradient of up to this fraction of the nuclei's level on "
