@@ -74,6 +74,7 @@ def degrade(kind: str, image: np.ndarray, labels: np.ndarray, rng: np.random.Gen
         # so each pixel goes with its nearest nucleus out to half a diameter; the factor map is smoothed
         # over 2 px), with noise added back to keep the background's noise level (a dimmer stain under the
         # same camera)
+        from scipy.stats import median_abs_deviation
         from skimage.segmentation import expand_labels
 
         k = float(kind.split()[2].rstrip("x"))
@@ -82,7 +83,7 @@ def degrade(kind: str, image: np.ndarray, labels: np.ndarray, rng: np.random.Gen
         grown = expand_labels(labels, max(2, round(estimate_diameter(labels) / 2)))
         fmap = ndi.gaussian_filter(f[grown], 2.0)
         far = image[grown == 0] if (grown == 0).sum() > 100 else image[~fg]
-        sd = 1.4826 * float(np.median(np.abs(far - np.median(far))))
+        sd = float(median_abs_deviation(far, scale="normal"))
         out = bg + (image - bg) * fmap + rng.normal(0, 1, image.shape) * sd * np.sqrt(np.clip(1 - fmap ** 2, 0, None))
     elif kind == "8-bit gamma 0.5":  # a display-encoded export (JPEG/PNG from a viewer)
         x = (image - image.min()) / max(float(image.max() - image.min()), 1e-6)

@@ -610,6 +610,8 @@ def test_brightness_augmentation_scales_each_nucleus_light_not_noise():
                 far = dist > 16
                 np.testing.assert_allclose(out[far], img[far], atol=1e-5)
         assert checked >= 3
+    with pytest.raises(ValueError, match="brightness_scope"):
+        TrainConfig(brightness_scope="nucleus")
 
 
 @pytest.mark.shared_data

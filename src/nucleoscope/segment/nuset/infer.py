@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from scipy import ndimage as ndi
 from scipy.sparse import coo_matrix
+from scipy.stats import median_abs_deviation
 from scipy.sparse.csgraph import connected_components
 
 from ... import InputError
@@ -489,7 +490,7 @@ def _coarse_estimate(image: np.ndarray, side: int) -> tuple[_Coarse, np.ndarray]
     if not mask.any() or mask.all():
         return _Coarse(float("nan"), 0.0, float("nan")), small
     bg, fg = small[~mask], small[mask]
-    noise = 1.4826 * float(np.median(np.abs(bg - np.median(bg))))
+    noise = float(median_abs_deviation(bg, scale="normal"))
     snr = (float(np.median(fg)) - float(np.median(bg))) / max(noise, 1e-6 * max(1.0, float(np.abs(small).max())))
     d = _inscribed_diameter(mask)  # specks of noise (inscribed radius < 1.5 px) are ignored
     return _Coarse(d / f, snr, d), small

@@ -107,6 +107,10 @@ class TrainConfig:
     seed: int = 0
     val_max_images: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.brightness_scope not in ("cell", "halo2"):
+            raise ValueError(f"brightness_scope must be 'cell' or 'halo2', got {self.brightness_scope!r}")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -163,13 +167,6 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(y, (0, 0, r, r), mode="replicate"), ker.view(1, 1, -1, 1))[0, 0]
 
 
-def _noise_sd(values: np.ndarray) -> float:
-    """Robust standard deviation (1.4826 x MAD) of background pixel values; 0 for none."""
-    if values.size == 0:
-        return 0.0
-    return float(1.4826 * np.median(np.abs(values - np.median(values))))
-
-
 class _Sampler:
     """Draws augmented, normalized crops from the stored samples on ``device``."""
 
@@ -197,7 +194,10 @@ class _Sampler:
             # each pixel belongs to its nearest nucleus out to half a diameter: that nucleus's light
             g_np = expand_labels(s.labels, max(2, int(round(s.diameter / 2))))
             grown = torch.from_numpy(g_np.astype(np.int64)).to(self.dev)
-            noise_sd = _noise_sd(s.image[g_np == 0] if (g_np == 0).sum() > 100 else s.image[~fg])
+            from scipy.stats import median_abs_deviation
+
+            far = s.image[g_np == 0] if (g_np == 0).sum() > 100 else s.image[~fg]
+            noise_sd = float(median_abs_deviation(far, scale="normal")) if far.size else 0.0
         # Pixel-value samples for the normalization statistics: under the truth mask, an eroded and a
         # dilated one (an imperfect coarse mask), and the whole image. The intensity jitter is applied
         # to these samples too, so statistics and pixels stay consistent without touching the whole image.
