@@ -160,7 +160,7 @@ def test_bench_harness_oracle_scores_one(shared_data, monkeypatch):
         harness.load_split("nope", "val", root=shared_data)
 
 
-def _oracle(image, *, spacing=None):
+def _oracle(image, *, spacing=None, diameter=None):
     return _ORACLE.copy(), None
 
 

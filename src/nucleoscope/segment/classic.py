@@ -14,7 +14,7 @@ All take an image ``(Y, X)`` (any real dtype, no prior normalisation needed) and
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -23,6 +23,7 @@ from skimage.filters import gaussian, sobel, threshold_li, threshold_otsu
 from skimage.morphology import disk, reconstruction
 
 from ..postprocess import PostprocessConfig, postprocess, seeded_watershed
+from .details import SegmentDetails
 
 __all__ = [
     "ClassicConfig",
@@ -94,13 +95,12 @@ class ClassicConfig:
             raise ValueError(f"background_percentile must be in (0, 50), got {self.background_percentile}")
 
 
-@dataclass(frozen=True)
-class ClassicDetails:
-    """What a classic pipeline decided for one image."""
+@dataclass
+class ClassicDetails(SegmentDetails):
+    """What a classic pipeline decided for one image (and :class:`SegmentDetails`' shared fields)."""
 
     method: str
     threshold: float
-    diameter_px: float
     n_objects: int
 
 
@@ -119,6 +119,11 @@ def _as_float(image: np.ndarray) -> tuple[np.ndarray, float]:
     if np.isfinite(peak) and peak > 0 and not _SAFE_MAGNITUDE[0] <= peak <= _SAFE_MAGNITUDE[1]:
         return (img / peak).astype(np.float32), peak
     return img.astype(np.float32, copy=False), 1.0
+
+
+def _config(config: ClassicConfig | None, diameter: float | None) -> ClassicConfig:
+    config = config or ClassicConfig()
+    return config if diameter is None else replace(config, diameter=float(diameter))
 
 
 def _is_flat(image: np.ndarray) -> bool:
@@ -218,10 +223,10 @@ def _instances(mask: np.ndarray, diameter: float, config: ClassicConfig, spacing
 
 
 def _empty(image: np.ndarray, method: str) -> tuple[np.ndarray, ClassicDetails]:
-    return np.zeros(image.shape, dtype=np.int32), ClassicDetails(method, float("nan"), float("nan"), 0)
+    return np.zeros(image.shape, dtype=np.int32), ClassicDetails(method, float("nan"), 0)
 
 
-def segment_otsu(image: np.ndarray, *, spacing: float | None = None,
+def segment_otsu(image: np.ndarray, *, spacing: float | None = None, diameter: float | None = None,
                  config: ClassicConfig | None = None) -> tuple[np.ndarray, ClassicDetails]:
     """Otsu threshold, distance-transform peaks and watershed.
 
@@ -231,6 +236,9 @@ def segment_otsu(image: np.ndarray, *, spacing: float | None = None,
         Nuclear stain, bright nuclei on a dark background.
     spacing : float, optional
         Pixel size in µm; sizes the splitting step (``config.diameter_um``) when given.
+    diameter : float, optional
+        Typical nucleus diameter in px; overrides ``config.diameter`` (the segmenter contract's
+        ``diameter``, see :func:`nucleoscope.segment.segment`).
     config : ClassicConfig, optional
 
     Returns
@@ -238,7 +246,7 @@ def segment_otsu(image: np.ndarray, *, spacing: float | None = None,
     labels : (Y, X) int32
     details : ClassicDetails
     """
-    config = config or ClassicConfig()
+    config = _config(config, diameter)
     img, scale = _as_float(image)
     if _is_flat(img):
         return _empty(img, "otsu")
@@ -247,10 +255,10 @@ def segment_otsu(image: np.ndarray, *, spacing: float | None = None,
     mask = ndi.binary_fill_holes(sm > t)
     diameter = _diameter(config, spacing, mask)
     labels = _instances(mask, diameter, config, spacing)
-    return labels, ClassicDetails("otsu", t * scale, diameter, int(labels.max()))
+    return labels, ClassicDetails("otsu", t * scale, int(labels.max()), diameter_px=diameter)
 
 
-def segment_scenmed(image: np.ndarray, *, spacing: float | None = None,
+def segment_scenmed(image: np.ndarray, *, spacing: float | None = None, diameter: float | None = None,
                     config: ClassicConfig | None = None) -> tuple[np.ndarray, ClassicDetails]:
     """SCENMED's marker-controlled watershed (SPEC §4), with touching nuclei split afterwards.
 
@@ -265,7 +273,7 @@ def segment_scenmed(image: np.ndarray, *, spacing: float | None = None,
 
     Parameters and returns as :func:`segment_otsu`.
     """
-    config = config or ClassicConfig()
+    config = _config(config, diameter)
     img, scale = _as_float(image)
     if _is_flat(img):
         return _empty(img, "classic")
@@ -288,7 +296,7 @@ def segment_scenmed(image: np.ndarray, *, spacing: float | None = None,
     binary = seeded_watershed(edges, markers, np.ones(img.shape, bool)) == 2
     binary = ndi.binary_fill_holes(ndi.binary_opening(binary, structure=np.ones((3, 3), bool)))
     labels = _instances(binary, diameter, config, spacing)
-    return labels, ClassicDetails("classic", t * scale, diameter, int(labels.max()))
+    return labels, ClassicDetails("classic", t * scale, int(labels.max()), diameter_px=diameter)
 
 
 def threshold_shanbhag(image: np.ndarray, *, nbins: int = 256) -> float:
@@ -327,7 +335,7 @@ def threshold_shanbhag(image: np.ndarray, *, nbins: int = 256) -> float:
     return float(centres[best_t])
 
 
-def segment_tissue(image: np.ndarray, *, spacing: float | None = None,
+def segment_tissue(image: np.ndarray, *, spacing: float | None = None, diameter: float | None = None,
                    config: ClassicConfig | None = None) -> tuple[np.ndarray, ClassicDetails]:
     """SCENMED's tissue-section pipeline: auto-threshold, Gaussian blur of the mask, watershed.
 
@@ -338,7 +346,7 @@ def segment_tissue(image: np.ndarray, *, spacing: float | None = None,
 
     Parameters and returns as :func:`segment_otsu`.
     """
-    config = config or ClassicConfig()
+    config = _config(config, diameter)
     img, scale = _as_float(image)
     if _is_flat(img):
         return _empty(img, "tissue")
@@ -349,4 +357,4 @@ def segment_tissue(image: np.ndarray, *, spacing: float | None = None,
     blurred = ndi.gaussian_filter(sel.astype(np.float32), sigma=max(diameter / 8.0, 1.0))
     mask = ndi.binary_fill_holes(blurred > 0.5)
     labels = _instances(mask, diameter, config, spacing)
-    return labels, ClassicDetails("tissue", t * scale, diameter, int(labels.max()))
+    return labels, ClassicDetails("tissue", t * scale, int(labels.max()), diameter_px=diameter)

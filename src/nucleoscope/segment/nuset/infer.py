@@ -40,6 +40,7 @@ from ...preprocess import (SPARSE_RENDERING_THRESHOLD, estimate_diameter, estima
                            foreground_normalize, normalize_percentile, sparse_rendering_fraction)
 from ...preprocess import _inscribed_diameter, _otsu_fg as _otsu_mask  # shared with the sparse estimate
 from ...preprocess import _unit_coords, evaluate_background, fit_background
+from ..details import SegmentDetails
 from .network import NusetConfig, NusetNet
 from .rpn import decode_boxes, make_anchors, nms
 
@@ -101,13 +102,14 @@ class Thresholds:
 
 
 @dataclass
-class NusetDetails:
-    """What :func:`segment_nuset` did.
+class NusetDetails(SegmentDetails):
+    """What :func:`segment_nuset` did (and :class:`nucleoscope.segment.SegmentDetails`' shared fields:
+    ``diameter_px``, the nucleus diameter in px of the input image it was rescaled from; ``flattened``,
+    the background was uneven (a ramp, vignetting) and a fitted quadratic surface was subtracted first,
+    see :data:`UNEVEN_BACKGROUND`; ``timings``, seconds per stage).
 
     Attributes
     ----------
-    diameter : float
-        Nucleus diameter (px of the input image) the image was rescaled from.
     diameter_source : str
         ``"given"``, ``"scale"``, ``"estimated"``, ``"estimated (sparse rendering)"`` (a localisation
         rendering, see :func:`nucleoscope.preprocess.estimate_diameter_sparse`), ``"default"`` (nothing to
@@ -120,24 +122,21 @@ class NusetDetails:
     n_seeds : int
         Watershed seeds (proposal centres inside the mask, plus one per seedless component).
     thresholds : Thresholds
-    timings : dict
-        Seconds per stage.
-    flattened : bool
-        The background was uneven (a ramp, vignetting) and a fitted quadratic surface was subtracted
-        before segmenting (see :data:`UNEVEN_BACKGROUND`).
     prob : ndarray or None
         Foreground probability map on the input grid (only with ``return_prob=True``).
     """
 
-    diameter: float
     diameter_source: str
     scale: float
     n_proposals: int
     n_seeds: int
     thresholds: Thresholds
-    timings: dict = field(default_factory=dict)
     prob: np.ndarray | None = None
-    flattened: bool = False
+
+    @property
+    def diameter(self) -> float:
+        """Alias of ``diameter_px`` (the name before the shared details base)."""
+        return self.diameter_px
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -746,7 +745,7 @@ def segment_nuset(image: np.ndarray, *, spacing: float | None = None, diameter: 
     timings = dict(maps.timings)
     timings["postprocess"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
-    details = NusetDetails(diameter=maps.diameter, diameter_source=maps.diameter_source, scale=maps.scale,
+    details = NusetDetails(diameter_px=maps.diameter, diameter_source=maps.diameter_source, scale=maps.scale,
                            n_proposals=n_prop, n_seeds=n_seeds, thresholds=th, timings=timings,
                            prob=prob_up if return_prob else None, flattened=maps.flattened)
     return labels, details
