@@ -109,8 +109,10 @@ def test_pair_by_name_conflict(tmp_path):
 
 def test_usage_errors(tmp_path, capsys):
     _write_pair(tmp_path, "x", 1)
-    assert main(["measure", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "-o",
-                 str(tmp_path / "o"), "--jobs", "0"]) == 2
+    with pytest.raises(SystemExit) as ei:  # argparse rejects it: one line, exit 2
+        main(["measure", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "-o", str(tmp_path / "o"),
+              "--jobs", "0"])
+    assert ei.value.code == 2 and "--jobs" in capsys.readouterr().err
     assert main(["measure", str(tmp_path / "nope"), "--labels", str(tmp_path / "lab"), "-o",
                  str(tmp_path / "o")]) == 2
     assert "nope" in capsys.readouterr().err

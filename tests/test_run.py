@@ -221,9 +221,28 @@ def test_bad_option_values_are_usage_errors(tmp_path, capsys, bad):
     assert bad[0] in capsys.readouterr().err
 
 
-def test_diameter_um_without_pixel_size_is_usage_error(tmp_path, capsys):
-    assert main(["run", str(tmp_path), "-o", str(tmp_path / "o"), "-q", "--diameter", "10", "--diameter-um"]) == 2
-    assert "--pixel-size" in capsys.readouterr().err
+def test_diameter_um_uses_each_files_pixel_size(tmp_path, capsys):
+    # µm -> px is settled per image (analyze): from --pixel-size or the file's metadata; an image with
+    # neither fails with a message naming it, and the batch goes on
+    img, _ = _field()
+    tifffile.imwrite(tmp_path / "bare.tif", img)
+    tifffile.imwrite(tmp_path / "calibrated.tif", img, resolution=(1 / 0.5, 1 / 0.5),
+                     metadata={"unit": "um"}, imagej=True)
+    out = tmp_path / "o"
+    assert main(["run", str(tmp_path), "-o", str(out), "-q", "--method", "otsu", "--features", "shape",
+                 "--diameter", "14", "--diameter-um"]) == 1
+    images = pd.read_csv(out / "images.csv").set_index("ImageName")
+    assert images.loc["calibrated", "Status"] == "ok" and images.loc["calibrated", "Diameter_px"] == 28.0
+    assert images.loc["bare", "Status"] == "failed"
+    assert "bare.tif" in images.loc["bare", "Error"] and "pixel size" in images.loc["bare", "Error"]
+    assert main(["run", str(tmp_path / "bare.tif"), "-o", str(tmp_path / "o2"), "-q", "--method", "otsu",
+                 "--features", "shape", "--diameter", "7", "--diameter-um", "--pixel-size", "0.25"]) == 0
+    assert pd.read_csv(tmp_path / "o2" / "images.csv")["Diameter_px"].tolist() == [28.0]
+
+
+def test_diameter_um_without_diameter_is_usage_error(tmp_path, capsys):
+    assert main(["run", str(tmp_path), "-o", str(tmp_path / "o"), "-q", "--diameter-um"]) == 2
+    assert "--diameter" in capsys.readouterr().err
 
 
 def test_report_links_are_url_encoded(tmp_path):
@@ -272,30 +291,30 @@ def test_max_box_option_sets_the_too_large_flag(tmp_path):
 
 def test_analyze_accepts_auto(monkeypatch):
     # the README's default method name used to raise "unknown segmentation method 'auto'" in analyze()
-    from nucleoscope import pipeline
+    from nucleoscope import segment
 
     img, _ = _field()
     # auto may pick the (slow) deep model; what matters here is that analyze resolves the name
-    monkeypatch.setattr(pipeline, "resolve_method", lambda m: "otsu" if m == "auto" else m)
+    monkeypatch.setattr(segment, "resolve_method", lambda m: "otsu" if m == "auto" else m)
     res = analyze(img.astype(np.float32), method="auto", feature_set="shape")
     ref = analyze(img.astype(np.float32), method="otsu", feature_set="shape")
     np.testing.assert_array_equal(res.labels, ref.labels)
     assert len(res.table) == res.labels.max() == 5
 
 
-def _die_on_b(path, name, *args):
-    from nucleoscope import pipeline
+def _die_on_b(job, item, *args):
+    from nucleoscope.pipeline import engine
 
-    if name == "b":
+    if item.name == "b":
         os._exit(1)  # as the kernel's OOM killer would end it
-    return pipeline._real_process_one(path, name, *args)
+    return engine._real_work(job, item, *args)
 
 
 def test_worker_killed_is_recorded_and_tables_written(tmp_path, monkeypatch):
     # a worker process that dies used to raise BrokenProcessPool out of run_batch: no tables at all
     import multiprocessing
 
-    from nucleoscope import pipeline
+    from nucleoscope.pipeline import engine
 
     if multiprocessing.get_start_method() != "fork":
         pytest.skip("the patched worker function reaches the workers only when they are forked")
@@ -304,8 +323,8 @@ def test_worker_killed_is_recorded_and_tables_written(tmp_path, monkeypatch):
     d.mkdir()
     for n in ("a", "b"):
         tifffile.imwrite(d / f"{n}.tif", img)
-    monkeypatch.setattr(pipeline, "_real_process_one", pipeline._process_one, raising=False)
-    monkeypatch.setattr(pipeline, "_process_one", _die_on_b)
+    monkeypatch.setattr(engine, "_real_work", engine._work, raising=False)
+    monkeypatch.setattr(engine, "_work", _die_on_b)
     images = run_batch([d], tmp_path / "o", RunConfig(method="otsu", feature_set="shape"), jobs=2,
                        show_progress=False).set_index("ImageName")
     assert images.loc["b", "Status"] == "failed" and "worker process died" in images.loc["b", "Error"]
@@ -335,7 +354,8 @@ def test_scale_segments_resized_and_maps_back(tmp_path):
                  "--scale", "0.5", "--diameter", "28"]) == 0
     run = json.loads((out / "run.json").read_text())
     assert run["parameters"]["scale"] == 0.5
-    assert run["parameters"]["segment_options"]["config"]["diameter"] == 14.0  # px of the resized image
+    assert run["parameters"]["diameter"] == 28.0  # px of the input, as given
+    assert pd.read_csv(out / "images.csv")["Diameter_px"].tolist() == [14.0]  # px of the resized image
     assert json.loads((out / "run.json").read_text())["n_nuclei"] == 5
 
 
@@ -422,7 +442,7 @@ def test_resume_redoes_tables_of_other_measurement_versions(tmp_path):
 
 def test_resume_redoes_images_when_the_model_changes(tmp_path, monkeypatch):
     # the parameters key ignored the model file: retrained weights silently reused the old labels
-    from nucleoscope import pipeline
+    from nucleoscope.pipeline import run as run_job
 
     img, _ = _field()
     tifffile.imwrite(tmp_path / "a.tif", img)
@@ -430,8 +450,8 @@ def test_resume_redoes_images_when_the_model_changes(tmp_path, monkeypatch):
     config = RunConfig(method="otsu", feature_set="shape")
 
     def run_with(sha):
-        monkeypatch.setattr(pipeline, "_model_identity",
-                            lambda method: {"method": method, "m_v1.json": {"sha256": sha}})
+        monkeypatch.setattr(run_job, "model_identity",
+                            lambda method, options=None: {"method": method, "m_v1.json": {"sha256": sha}})
         run_batch([tmp_path / "a.tif"], out, config, show_progress=False)
         return json.loads((out / "run.json").read_text())["n_resumed"]
 

@@ -11,7 +11,7 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from .run import _segment_options_for, add_run_options, config_from_args
+from .run import add_run_options, config_from_args
 
 __all__ = ["add_arguments", "run", "sample_images"]
 
@@ -30,16 +30,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..io import read_labels
     from ..metrics import match
-    from ..pipeline import RunConfig, resolve_method, run_batch
+    from ..pipeline import run_batch
 
     images = sample_images()
-    config = config_from_args(args)
-    method = resolve_method(config.method)
-    config = RunConfig(**{**config.__dict__, "method": method,
-                          "segment_options": _segment_options_for(method, config.segment_options)})
-    table = run_batch([str(p) for p in images], args.out, config, jobs=args.jobs, show_progress=not args.quiet,
-                      command="nucleoscope demo")
+    table = run_batch([str(p) for p in images], args.out, config_from_args(args), jobs=args.jobs,
+                      show_progress=not args.quiet, command="nucleoscope demo")
     out = Path(args.out)
+    method = table["Method"].iloc[0]
     print(f"nucleoscope demo: method {method}, {len(table)} BBBC039 sample images -> {out}/")
     print(f"{'image':<18}{'status':<8}{'nuclei':>7}{'truth':>7}{'F1@0.5':>8}{'F1@0.7':>8}{'seconds':>9}")
     for path, (_, r) in zip(images, table.iterrows()):

@@ -13,11 +13,11 @@ import shlex
 import sys
 
 from .. import InputError
-from ..pipeline import RunConfig
+from ..pipeline import DEFAULT_TILE_SIZE, RunConfig
 from ..qc import QCConfig
 from ..segment import METHODS
 
-__all__ = ["add_arguments", "run", "add_run_options", "config_from_args"]
+__all__ = ["add_arguments", "run", "add_run_options", "config_from_args", "print_summary"]
 
 
 def _positive_float(text: str) -> float:
@@ -43,6 +43,14 @@ def _int_at_least(low: int):
     return parse
 
 
+def _tile_size(text: str) -> int:
+    """argparse type: 0 (never tile) or a tile side >= 256 px."""
+    v = _int_at_least(0)(text)
+    if 0 < v < 256:
+        raise argparse.ArgumentTypeError(f"must be 0 (never tile) or >= 256 px, got {v}")
+    return v
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
     """Options shared by ``run`` and ``demo``."""
     p.add_argument("--method", default="auto", choices=["auto", *METHODS],
@@ -57,6 +65,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scale", type=_positive_float, default=1.0, metavar="FACTOR",
                    help="segment the image resized by FACTOR and map the nuclei back; measurements stay on "
                         "the full image. 0.25 for STORM renderings or nuclei over ~100 px (default: 1)")
+    p.add_argument("--tile-size", type=_tile_size, default=DEFAULT_TILE_SIZE, metavar="PX",
+                   help="segment images with a side over PX (as segmented, after --scale) in overlapping tiles, "
+                        "so memory stays bounded whatever the image size; 0 = never tile (default: %(default)s)")
     p.add_argument("--features", default="default", choices=["shape", "default", "all"],
                    help="measurement groups: shape (+intensity), default (SCENMED's set), all (+run length, Gabor)")
     p.add_argument("--drop-flagged", action="store_true", help="remove QC-flagged nuclei from labels and table")
@@ -86,47 +97,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    opts = {}
-    if args.diameter is not None:
-        if args.diameter_um:
-            if not args.pixel_size:
-                raise InputError("--diameter-um needs --pixel-size")
-            opts["diameter"] = args.diameter / args.pixel_size
-        else:
-            opts["diameter"] = args.diameter
-        opts["diameter"] *= args.scale  # the segmenter sees the resized image
+    """The :class:`RunConfig` of parsed ``run``/``demo`` options (diameter as given: units are settled
+    once, per image, by :func:`nucleoscope.pipeline.analyze`)."""
+    if args.diameter_um and args.diameter is None:
+        raise InputError("--diameter-um says the unit of --diameter; give --diameter too")
+    um = bool(args.diameter_um)
     return RunConfig(method=args.method, pixel_size=args.pixel_size, channel=getattr(args, "channel", None),
                      plane=getattr(args, "plane", None), feature_set=args.features,
                      drop_flagged=args.drop_flagged, qc=QCConfig(edge_margin=args.edge_margin, max_box=args.max_box),
-                     segment_options=opts, overlays=not args.no_overlays, rois=args.rois, scale=args.scale,
-                     crops=args.crops, patches=args.patches)
+                     diameter=None if um else args.diameter, diameter_um=args.diameter if um else None,
+                     overlays=not args.no_overlays, rois=args.rois, scale=args.scale,
+                     crops=args.crops, patches=args.patches, tile_size=args.tile_size or None)
 
 
-def _segment_options_for(method: str, opts: dict) -> dict:
-    """Classic methods take their diameter through their config dataclass."""
-    if "diameter" in opts and method in ("classic", "otsu", "tissue"):
-        from ..segment.classic import ClassicConfig
-
-        opts = dict(opts)
-        opts["config"] = ClassicConfig(diameter=opts.pop("diameter"))
-    return opts
+def print_summary(images, out: str, requested: str) -> None:
+    """One line of counts and the method, then one line per failed image (stderr)."""
+    n_fail = int((images["Status"] != "ok").sum())
+    method = str(images["Method"].iloc[0]) if len(images) else requested
+    how = f"method {method}" + (" (auto: no NuSeT model installed)" if requested == "auto"
+                                and method != "nuset" else "")
+    print(f"{len(images) - n_fail} of {len(images)} images ok, {int(images['Count'].sum())} nuclei, "
+          f"{how} -> {out}", file=sys.stderr)
+    for _, r in images[images["Status"] != "ok"].iterrows():
+        print(f"failed: {r['Error']}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline import resolve_method, run_batch
+    from ..pipeline import run_batch
 
-    config = config_from_args(args)
-    method = resolve_method(config.method)
-    config = RunConfig(**{**config.__dict__, "method": method,
-                          "segment_options": _segment_options_for(method, config.segment_options)})
-    images = run_batch(args.inputs, args.out, config, jobs=args.jobs, show_progress=not args.quiet,
+    images = run_batch(args.inputs, args.out, config_from_args(args), jobs=args.jobs, show_progress=not args.quiet,
                        recursive=args.recursive, command=shlex.join(["nucleoscope", *sys.argv[1:]]))
-    n_fail = int((images["Status"] != "ok").sum())
     if not args.quiet:
-        how = f"method {method}" + (" (auto: no NuSeT model installed)" if args.method == "auto"
-                                    and method != "nuset" else "")
-        print(f"{len(images) - n_fail} of {len(images)} images ok, {int(images['Count'].sum())} nuclei, "
-              f"{how} -> {args.out}", file=sys.stderr)
-        for _, r in images[images["Status"] != "ok"].iterrows():
-            print(f"failed: {r['Error']}", file=sys.stderr)
-    return 1 if n_fail else 0
+        print_summary(images, args.out, args.method)
+    return 1 if (images["Status"] != "ok").any() else 0

@@ -161,8 +161,9 @@ def write_report(out: str | os.PathLike, images: pd.DataFrame, nuclei: pd.DataFr
         has_overlay = ok and (out / "overlays" / f"{r['ImageName']}.png").exists()
         link = f"<a href='{_href(r['ImageName'])}'>{name}</a>" if has_overlay else name
         mp = f"{r['Megapixels']:.2f}" if pd.notna(r["Megapixels"]) else ""
+        flagged = int(r["Flagged"]) if pd.notna(r.get("Flagged")) else ""  # measure runs no QC
         parts.append(f"<tr><td>{link}</td><td class='{'ok' if ok else 'failed'}'>{_e(r['Status'])}</td>"
-                     f"<td class='num'>{int(r['Count'])}</td><td class='num'>{int(r['Flagged'])}</td>"
+                     f"<td class='num'>{int(r['Count'])}</td><td class='num'>{flagged}</td>"
                      f"<td class='num'>{mp}</td><td class='num'>{r['Seconds']:.2f}</td></tr>")
     parts.append("</table>")
     ok_names = [n for n in images.loc[images["Status"] == "ok", "ImageName"]

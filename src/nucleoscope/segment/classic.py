@@ -29,6 +29,7 @@ __all__ = [
     "ClassicConfig",
     "ClassicDetails",
     "estimate_object_diameter",
+    "tiled_config",
     "segment_otsu",
     "segment_scenmed",
     "segment_tissue",
@@ -70,6 +71,10 @@ class ClassicConfig:
         lower; "shanbhag" reproduces the paper.
     postprocess : PostprocessConfig
         Hole filling and small-object removal (default: < 10 px, and < 1/5 of the mean area as NuSeT).
+    threshold : float or None
+        Foreground threshold of the smoothed image, in the image's units; ``None`` (default): the
+        method's auto-threshold of this image. The tiles of a large image get the whole image's
+        (:func:`tiled_config`), so every tile cuts at the same level.
     """
 
     smooth_sigma: float = 1.0
@@ -81,6 +86,7 @@ class ClassicConfig:
     min_area_um2: float | None = None
     tissue_threshold: str = "li"
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.smooth_sigma < 0:
@@ -124,6 +130,13 @@ def _as_float(image: np.ndarray) -> tuple[np.ndarray, float]:
 def _config(config: ClassicConfig | None, diameter: float | None) -> ClassicConfig:
     config = config or ClassicConfig()
     return config if diameter is None else replace(config, diameter=float(diameter))
+
+
+def _threshold(smoothed: np.ndarray, config: ClassicConfig, scale: float, auto) -> float:
+    """``config.threshold`` (image units) on the copy divided by ``scale`` (:func:`_as_float`), else ``auto``."""
+    if config.threshold is not None:
+        return float(config.threshold) / scale
+    return float(auto(smoothed))
 
 
 def _is_flat(image: np.ndarray) -> bool:
@@ -251,7 +264,7 @@ def segment_otsu(image: np.ndarray, *, spacing: float | None = None, diameter: f
     if _is_flat(img):
         return _empty(img, "otsu")
     sm = _smooth(img, config)
-    t = float(threshold_otsu(sm))
+    t = _threshold(sm, config, scale, threshold_otsu)
     mask = ndi.binary_fill_holes(sm > t)
     diameter = _diameter(config, spacing, mask)
     labels = _instances(mask, diameter, config, spacing)
@@ -278,7 +291,7 @@ def segment_scenmed(image: np.ndarray, *, spacing: float | None = None, diameter
     if _is_flat(img):
         return _empty(img, "classic")
     sm = _smooth(img, config)
-    t = float(threshold_otsu(sm))
+    t = _threshold(sm, config, scale, threshold_otsu)
     coarse = sm > t
     diameter = _diameter(config, spacing, coarse)
     radius = int(np.clip(round(diameter / 8), 1, 15))
@@ -335,6 +348,9 @@ def threshold_shanbhag(image: np.ndarray, *, nbins: int = 256) -> float:
     return float(centres[best_t])
 
 
+_TISSUE_THRESHOLDS = {"shanbhag": threshold_shanbhag, "li": threshold_li, "otsu": threshold_otsu}
+
+
 def segment_tissue(image: np.ndarray, *, spacing: float | None = None, diameter: float | None = None,
                    config: ClassicConfig | None = None) -> tuple[np.ndarray, ClassicDetails]:
     """SCENMED's tissue-section pipeline: auto-threshold, Gaussian blur of the mask, watershed.
@@ -351,10 +367,39 @@ def segment_tissue(image: np.ndarray, *, spacing: float | None = None, diameter:
     if _is_flat(img):
         return _empty(img, "tissue")
     sm = _smooth(img, config)
-    t = float({"shanbhag": threshold_shanbhag, "li": threshold_li, "otsu": threshold_otsu}[config.tissue_threshold](sm))
+    t = _threshold(sm, config, scale, _TISSUE_THRESHOLDS[config.tissue_threshold])
     sel = sm > t
     diameter = _diameter(config, spacing, sel)
     blurred = ndi.gaussian_filter(sel.astype(np.float32), sigma=max(diameter / 8.0, 1.0))
     mask = ndi.binary_fill_holes(blurred > 0.5)
     labels = _instances(mask, diameter, config, spacing)
     return labels, ClassicDetails("tissue", t * scale, int(labels.max()), diameter_px=diameter)
+
+
+def tiled_config(image: np.ndarray, method: str, config: ClassicConfig | None, smooth) -> ClassicConfig:
+    """The config for every tile of a large image: the whole image's threshold, no relative-area filter.
+
+    The auto-thresholds and the filter of objects below a fraction of the mean area are the two global
+    decisions of these pipelines; the rest (smoothing, distance transform, watershed) is local at the
+    scale of a nucleus. Made once here, they make tiled segmentation equal the untiled one for nuclei
+    smaller than the tiles' overlap; the caller applies ``config.postprocess.min_relative_area`` to the
+    stitched labels.
+
+    Parameters
+    ----------
+    image : (Y, X) array
+    method : {"otsu", "classic", "tissue"}
+    config : ClassicConfig or None
+    smooth : callable
+        ``smooth(image, sigma) -> smoothed``, e.g. tile by tile (the whole image's smoothing is needed
+        for its threshold; the caller bounds its memory).
+    """
+    config = config or ClassicConfig()
+    if config.threshold is None:
+        img, scale = _as_float(image)
+        if not _is_flat(img):
+            sm = smooth(img, config.smooth_sigma) if config.smooth_sigma else img
+            auto = _TISSUE_THRESHOLDS[config.tissue_threshold] if method == "tissue" else threshold_otsu
+            config = replace(config, threshold=float(auto(sm)) * scale)
+    pp = replace(config.postprocess, min_relative_area=0.0)
+    return replace(config, postprocess=pp)

@@ -1,0 +1,317 @@
+"""The ``run`` job: read each image, :func:`~nucleoscope.pipeline.analyze` it, write its labels, overlay
+and ROIs; at the end crops/patches over the finished images. Driven by the batch engine
+(:mod:`nucleoscope.pipeline.engine`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .. import InputError
+from ..qc import QC_COLUMNS, QCConfig
+from .analyze import analyze
+from .engine import BASE_IMAGE_COLUMNS, OUTPUT_SUBFOLDERS, BatchJob, Item, run_jobs
+from .overlay import overlay_rgb
+
+__all__ = ["DEFAULT_TILE_SIZE", "IMAGE_COLUMNS", "RunConfig", "RunJob", "looks_like_labels", "run_batch"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_COLUMNS = ["ImageName", "Path", "Status", "Error", "Count", "Flagged", "Megapixels", "Seconds",
+                 "Method", "PixelSize_um", "Diameter_px", "BackgroundFlattened"]
+assert set(BASE_IMAGE_COLUMNS) <= set(IMAGE_COLUMNS)
+
+#: Images with a side over this (px, as segmented) are segmented in tiles. Measured (bench/tiling.py):
+#: untiled Otsu peaks at ~25x the image's float32 size, so 8192² (256 MiB) reaches ~6 GiB, while tiles
+#: of 4096² keep the segmenter's share under ~1.6 GiB whatever the image size.
+DEFAULT_TILE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Parameters of a run; together they decide whether a finished image can be reused on resume.
+
+    Attributes
+    ----------
+    method : str
+        Segmenter name (see :mod:`nucleoscope.segment`), or ``"auto"``.
+    pixel_size : float or None
+        µm per pixel, overriding the files' metadata.
+    channel, plane : int or None
+        Channel / plane to take from multichannel or stacked images.
+    feature_set : {"shape", "default", "all"}
+        Measurement groups (see :func:`nucleoscope.features.measure_nuclei`).
+    drop_flagged : bool
+        Remove QC-flagged nuclei from the labels and the table.
+    qc : QCConfig
+    diameter : float or None
+        Typical nucleus diameter in px of the input images; ``None``: each segmenter estimates it.
+    diameter_um : float or None
+        The same in µm (with the pixel size); ``diameter`` wins when both are set.
+    segment_options : dict
+        The method's own keyword arguments (e.g. ``model`` for NuSeT).
+    overlays : bool
+        Write overlay PNGs.
+    rois : bool
+        Also write ``rois/<name>.zip``, one ImageJ polygon ROI per nucleus (Fiji's ROI Manager).
+    crops, patches : int
+        Side (px) of the nucleus crops / patches written to crops.h5 / patches.h5 (0: none).
+    scale : float
+        Segment the image resized by this factor and map the nuclei back (see :func:`analyze`).
+    tile_size : int or None
+        Segment images with a side over this (px, as segmented) in overlapping tiles; ``None``: never.
+    """
+
+    method: str = "auto"
+    pixel_size: float | None = None
+    channel: int | None = None
+    plane: int | None = None
+    feature_set: str = "default"
+    drop_flagged: bool = False
+    qc: QCConfig = field(default_factory=QCConfig)
+    diameter: float | None = None
+    diameter_um: float | None = None
+    segment_options: dict = field(default_factory=dict)
+    overlays: bool = True
+    rois: bool = False
+    crops: int = 0
+    patches: int = 0
+    scale: float = 1.0
+    tile_size: int | None = DEFAULT_TILE_SIZE
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.scale) and self.scale > 0):
+            raise ValueError(f"scale must be a finite factor > 0, got {self.scale}")
+        if self.feature_set not in ("shape", "default", "all"):
+            raise ValueError(f"feature_set must be 'shape', 'default' or 'all', got {self.feature_set!r}")
+        if self.crops < 0 or self.patches < 0:
+            raise ValueError(f"crop and patch sizes must be >= 0 px, got {self.crops} and {self.patches}")
+        if self.pixel_size is not None and not self.pixel_size > 0:
+            raise ValueError(f"pixel size must be > 0 µm, got {self.pixel_size}")
+        for name in ("diameter", "diameter_um"):
+            v = getattr(self, name)
+            if v is not None and not (np.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {v}")
+        if self.tile_size is not None and (int(self.tile_size) != self.tile_size or self.tile_size < 256):
+            raise ValueError(f"tile_size must be an integer >= 256 px, got {self.tile_size}")
+
+    def key(self) -> str:
+        """Short hash of everything that changes the results of an image."""
+        d = asdict(self)
+        for k in ("overlays", "rois", "crops", "patches"):
+            d.pop(k)
+        # options at their defaults are left out: keeps the keys of runs made before they existed
+        for k, default in (("scale", 1.0), ("diameter", None), ("diameter_um", None),
+                           ("tile_size", DEFAULT_TILE_SIZE)):
+            if d[k] == default:
+                d.pop(k)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def looks_like_labels(image: np.ndarray, dtype: str) -> bool:
+    """Whether an image read as intensities is more likely a mask or an instance label image.
+
+    A boolean image, or an integer one that is mostly 0 and piecewise constant: at least 30% of pixels
+    are 0 and at least 70% of the others equal all four neighbours. On the shared data sets (210 images
+    and their masks) images with >= 30% zeros reach at most 58% equal neighbours, masks at least 79%.
+
+    Parameters
+    ----------
+    image : (Y, X) array
+        The values as read (float32 holds integers up to 2**24 exactly).
+    dtype : str
+        The stored dtype (:attr:`nucleoscope.io.Image.dtype`); float images are never taken for labels.
+    """
+    if dtype == "bool":
+        return True
+    if not (dtype.startswith("int") or dtype.startswith("uint")) or image.size == 0:
+        return False
+    nz = image != 0
+    if nz.mean() > 0.7 or not nz.any():
+        return False
+    same = nz.copy()
+    same[:-1] &= image[:-1] == image[1:]
+    same[1:] &= image[1:] == image[:-1]
+    same[:, :-1] &= image[:, :-1] == image[:, 1:]
+    same[:, 1:] &= image[:, 1:] == image[:, :-1]
+    return bool(same.sum() >= 0.7 * nz.sum())
+
+
+def _segmentation_record(details: Any) -> dict[str, Any]:
+    """What the segmenter decided per image, for images.csv (the shared details fields)."""
+    d = getattr(details, "diameter_px", float("nan"))
+    return {"Diameter_px": float(d) if d is not None else float("nan"),
+            "BackgroundFlattened": bool(getattr(details, "flattened", False))}
+
+
+def model_identity(method: str, segment_options: dict | None = None) -> dict:
+    """Name and sha256 of the model files behind ``method`` (just the name for model-free methods)."""
+    info: dict[str, Any] = {"method": method}
+    if method == "nuset":
+        from importlib import resources
+
+        from ..models import DEFAULT_NUSET  # no torch import
+
+        name = DEFAULT_NUSET + ".json"
+        try:
+            meta = json.loads((resources.files("nucleoscope") / "models" / name).read_text())
+            info[name] = {k: meta[k] for k in ("name", "version", "sha256") if k in meta}
+        except (OSError, ValueError):
+            pass
+    return info
+
+
+@dataclass(frozen=True)
+class RunJob(BatchJob):
+    """``nucleoscope run`` as a batch job: ``config.method`` already resolved (never ``"auto"``)."""
+
+    config: RunConfig
+    model_info: dict
+
+    kind = "run"
+
+    def key(self) -> str:
+        key = self.config.key()
+        if len(self.model_info) > 1:  # a model file's identity (sha256): retrained weights redo every image
+            key = hashlib.sha256(json.dumps([key, self.model_info], sort_keys=True).encode()).hexdigest()[:16]
+        return key
+
+    def image_columns(self) -> list[str]:
+        return list(IMAGE_COLUMNS)
+
+    def table_columns(self) -> list[str]:
+        from ..features import feature_columns
+
+        return ["ImageName"] + feature_columns(self.config.feature_set) + QC_COLUMNS
+
+    def empty_record(self, item: Item) -> dict[str, Any]:
+        rec = super().empty_record(item)
+        rec.update(Flagged=0, Method=self.config.method, BackgroundFlattened=False)
+        return rec
+
+    def outputs(self, out: Path, name: str) -> list[Path]:
+        files = [out / "labels" / f"{name}.tif"]
+        if self.config.overlays:
+            files.append(out / "overlays" / f"{name}.png")
+        if self.config.rois:
+            files.append(out / "rois" / f"{name}.zip")
+        return files
+
+    def process(self, item: Item, out: Path, rec: dict[str, Any]) -> pd.DataFrame:
+        from .. import io
+
+        c = self.config
+        img = io.read_image(item.path, channel=c.channel, plane=c.plane, pixel_size=c.pixel_size)
+        rec["Megapixels"] = img.megapixels
+        if looks_like_labels(img.data, img.dtype):
+            log.warning("%s: this looks like a mask or label image, not the nuclear stain's intensities; "
+                        "to measure a segmentation use `nucleoscope measure IMAGES --labels LABELS`", item.path)
+        rec["PixelSize_um"] = img.spacing if img.spacing else float("nan")
+        try:
+            res = analyze(img.data, spacing=img.spacing, saturation=img.saturation, method=c.method,
+                          feature_set=c.feature_set, qc=c.qc, drop_flagged_nuclei=c.drop_flagged,
+                          diameter=c.diameter, diameter_um=c.diameter_um, segment_options=c.segment_options,
+                          scale=c.scale, tile_size=c.tile_size)
+        except InputError as exc:
+            if exc.path is None:  # the problem is this image's: name it
+                raise InputError(exc.problem, path=item.path) from exc
+            raise
+        table = res.table.copy()
+        table.insert(0, "ImageName", item.name)
+        io.write_labels(out / "labels" / f"{item.name}.tif", res.labels, spacing=img.spacing)
+        if c.overlays:
+            flagged = table.loc[table["QC_Flagged"], "ObjectNumber"].to_numpy(dtype=np.int64)
+            io.write_png(out / "overlays" / f"{item.name}.png", overlay_rgb(img.data, res.labels, flagged))
+        if c.rois:
+            io.write_imagej_rois(out / "rois" / f"{item.name}.zip", res.labels)
+        rec.update(Flagged=int(table["QC_Flagged"].sum()), **_segmentation_record(res.details))
+        return table
+
+    def parameters(self) -> dict[str, Any]:
+        return asdict(self.config)
+
+    def model(self) -> dict[str, Any]:
+        return dict(self.model_info)
+
+    def finish(self, out: Path, images: pd.DataFrame) -> None:
+        if self.config.crops or self.config.patches:
+            _write_windows(out, images, self.config)
+
+
+def _write_windows(out: Path, images: pd.DataFrame, config: RunConfig) -> None:
+    """Write crops.h5 / patches.h5 from the finished images' labels (so resumed images are included).
+
+    The HDF5 layout is :class:`nucleoscope.io.hdf5.CropWriter`'s, the same as ``nucleoscope measure``.
+    """
+    from .. import io
+    from ..features import nucleus_crops, nucleus_patches
+    from ..io.hdf5 import window_writers
+
+    with window_writers(out, crop_size=config.crops, patch_size=config.patches,
+                        patch_stride=max(config.patches // 2, 1),
+                        metadata={"method": config.method, "pixel_size": config.pixel_size}) as writers:
+        for _, r in images[images["Status"] == "ok"].iterrows():
+            img = io.read_image(r["Path"], channel=config.channel, plane=config.plane, pixel_size=config.pixel_size)
+            labels = io.read_labels(out / "labels" / f"{r['ImageName']}.tif")
+            if "crops" in writers:
+                writers["crops"].add(r["ImageName"], nucleus_crops(img.data, labels, size=config.crops))
+            if "patches" in writers:
+                writers["patches"].add(r["ImageName"], nucleus_patches(
+                    img.data, labels, size=config.patches, stride=max(config.patches // 2, 1),
+                    saturation=img.saturation))
+
+
+def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config: RunConfig = RunConfig(), *,
+              jobs: int = 1, show_progress: bool = True, recursive: bool = False,
+              command: str | None = None) -> pd.DataFrame:
+    """Run the main job over files, folders or globs; returns the images table.
+
+    Parameters
+    ----------
+    inputs : sequence of str or os.PathLike
+        Image files, folders, glob patterns.
+    out : str or os.PathLike
+        Output folder (created).
+    config : RunConfig
+    jobs : int
+        Worker processes (1 = in this process).
+    show_progress : bool
+        tqdm progress bar on stderr.
+    recursive : bool
+        Search sub-folders.
+    command : str, optional
+        The command line, recorded in run.json.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per input, columns :data:`IMAGE_COLUMNS`; ``Status`` is ``"ok"`` or ``"failed"``.
+
+    Raises
+    ------
+    InputError
+        When an input matches no file, or the output folder cannot be created or written (nothing is
+        run then).
+    """
+    from .. import io
+    from ..segment import resolve_method
+
+    out = Path(out)
+    # Only the folders we write are excluded, so that ``-o`` may name the input folder itself.
+    paths = io.find_images(inputs, recursive=recursive, exclude=[out / d for d in OUTPUT_SUBFOLDERS])
+    if not paths:
+        raise InputError("no image to analyse: every input lies in the output folder's own sub-folders")
+    items = [Item(n, os.fspath(p)) for p, n in zip(paths, io.unique_names(paths))]
+    # the method is resolved once, here; replace(), not asdict(), keeps the dataclasses inside options
+    config = replace(config, method=resolve_method(config.method))
+    job = RunJob(config, model_identity(config.method, config.segment_options))
+    return run_jobs(job, items, out, jobs=jobs, show_progress=show_progress, command=command, inputs=inputs)

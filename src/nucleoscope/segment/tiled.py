@@ -1,0 +1,195 @@
+"""Any segmenter on an image of any size: overlapping tiles, image-level decisions made once.
+
+A segmenter run tile by tile (:func:`nucleoscope.tiling.segment_tiled` stitches the labels) would make
+its image-level decisions per tile: the nucleus size it estimates, its auto-threshold, the filter of
+objects below a fraction of the mean area. :func:`segment_large` makes them once for the whole image
+and gives every tile the same:
+
+- **diameter**: given, or the median of the segmenter's own estimate on up to five full-resolution
+  crops (the centre and the four quadrants' centres; downsampling the whole image would shrink small
+  nuclei below what the segmenters can size);
+- **threshold** (``otsu``, ``classic``, ``tissue``): the auto-threshold of the whole smoothed image, the
+  smoothing done tile by tile (exact: a Gaussian is local);
+- **relative-area filter** (classic methods): off in the tiles, applied once to the stitched labels.
+
+With these, ``otsu`` and ``tissue`` give the labels of the untiled segmentation (up to numbering) for
+nuclei smaller than the overlap; ``classic`` (morphological reconstruction propagates across the image)
+and ``nuset`` (each tile is normalized by its own foreground) come close but not bit-exact.
+Memory: the image, the labels, one tile's working set, and (classic methods) one float32 copy of the
+image while the threshold is planned.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from ..postprocess import remove_small_relative
+from ..tiling import TilingConfig, predict_tiled, segment_tiled
+from .details import SegmentDetails
+
+__all__ = ["TiledDetails", "needs_tiling", "plan_overlap", "segment_large"]
+
+_CLASSIC = ("otsu", "classic", "tissue")
+#: crops (px per side, at most) the diameter is estimated on when it is not given
+_PLAN_CROP = 2048
+
+
+@dataclass
+class TiledDetails(SegmentDetails):
+    """What :func:`segment_large` did (``diameter_px``: the diameter every tile was given).
+
+    Attributes
+    ----------
+    method : str
+    tile_size, overlap : int
+        Tile side and minimum overlap of neighbouring tiles (px).
+    n_tiles : int
+    diameter_source : str
+        ``"given"`` or ``"estimated on N crops"``.
+    threshold : float
+        The threshold every tile cut at (classic methods; NaN otherwise).
+    """
+
+    method: str
+    tile_size: int
+    overlap: int
+    n_tiles: int
+    diameter_source: str
+    threshold: float = math.nan
+
+
+def needs_tiling(shape: tuple[int, ...], tile_size: int) -> bool:
+    """Whether an image of ``shape`` (..., Y, X) is larger than one tile."""
+    return max(int(shape[-2]), int(shape[-1])) > int(tile_size)
+
+
+def plan_overlap(diameter: float, tile_size: int) -> int:
+    """Tile overlap (px) for nuclei of ``diameter`` px: each tile's core keeps ``overlap // 2`` >= twice
+    the typical diameter from a cut, so even a nucleus twice the typical size lies whole in its tile;
+    at least 64 px, at most half a tile."""
+    return int(min(max(64, math.ceil(4 * diameter)), tile_size // 2))
+
+
+def _crop_windows(shape: tuple[int, int], side: int) -> list[tuple[slice, slice]]:
+    h, w = shape
+    sy, sx = min(side, h), min(side, w)
+    centres = [(h / 2, w / 2), (h / 4, w / 4), (h / 4, 3 * w / 4), (3 * h / 4, w / 4), (3 * h / 4, 3 * w / 4)]
+    out = []
+    for cy, cx in centres:
+        y0 = int(np.clip(round(cy - sy / 2), 0, h - sy))
+        x0 = int(np.clip(round(cx - sx / 2), 0, w - sx))
+        win = (slice(y0, y0 + sy), slice(x0, x0 + sx))
+        if win not in out:
+            out.append(win)
+    return out
+
+
+def _plan_diameter(image: np.ndarray, method: str, spacing: float | None, options: dict) -> tuple[float, int]:
+    """Median of the segmenter's diameter on up to five crops; (NaN, 0) when none sized any nucleus."""
+    from . import segment
+
+    found = []
+    for win in _crop_windows(image.shape, _PLAN_CROP):
+        _, det = segment(np.ascontiguousarray(image[win]), method=method, spacing=spacing, **options)
+        d = float(getattr(det, "diameter_px", math.nan))
+        if np.isfinite(d) and d > 0:
+            found.append(d)
+    return (float(np.median(found)), len(found)) if found else (math.nan, 0)
+
+
+def segment_large(image: np.ndarray, *, method: str, spacing: float | None = None,
+                  diameter: float | None = None, tile_size: int = 4096,
+                  **options: Any) -> tuple[np.ndarray, TiledDetails]:
+    """Segment a (Y, X) image of any size in overlapping tiles with one segmenter of the contract.
+
+    Parameters
+    ----------
+    image : (Y, X) float array
+    method : str
+        A registered segmenter (:data:`nucleoscope.segment.METHODS`).
+    spacing : float, optional
+        Pixel size in µm.
+    diameter : float, optional
+        Typical nucleus diameter in px; default: planned on crops (see the module docstring).
+    tile_size : int
+        Tile side in px.
+    **options
+        The method's own options, given to every tile.
+
+    Returns
+    -------
+    labels : (Y, X) int32
+        Numbered 1..N in raster order of each nucleus's first pixel.
+    details : TiledDetails
+    """
+    import time
+
+    from . import segment
+
+    t0 = time.perf_counter()
+    image = np.asarray(image, dtype=np.float32)
+    timings: dict[str, float] = {}
+    if diameter is not None:
+        d, source = float(diameter), "given"
+    else:
+        d, n = _plan_diameter(image, method, spacing, options)
+        source = f"estimated on {n} crops"
+        if not np.isfinite(d):  # nothing to size anywhere: the segmenter's default on each tile
+            d, source = 20.0, "default (no nucleus found on the crops)"
+    overlap = plan_overlap(d, tile_size)
+    tiling = TilingConfig(tile=int(tile_size), overlap=overlap)
+    timings["plan_diameter"] = time.perf_counter() - t0
+    tile_options = dict(options)
+    relative = 0.0
+    threshold = math.nan
+    if method in _CLASSIC:
+        from skimage.filters import gaussian
+
+        from .classic import ClassicConfig, tiled_config
+
+        cfg = options.get("config") or ClassicConfig()
+        relative = cfg.postprocess.min_relative_area
+        # the whole image smoothed tile by tile: a Gaussian (truncated at 4 sigma) is local, so the
+        # result is the untiled one exactly when the overlap covers it
+        smooth_tiles = TilingConfig(tile=int(tile_size), overlap=max(16, 2 * math.ceil(4 * cfg.smooth_sigma) + 2))
+
+        def smooth(img: np.ndarray, sigma: float) -> np.ndarray:
+            return predict_tiled(img, lambda t: gaussian(t, sigma=sigma, preserve_range=True), smooth_tiles)
+
+        tile_options["config"] = tiled_config(image, method, cfg, smooth)
+        threshold = float(tile_options["config"].threshold) if tile_options["config"].threshold is not None else math.nan
+        timings["plan_threshold"] = time.perf_counter() - t0 - timings["plan_diameter"]
+    flattened: list[bool] = []
+    n_tiles = 0
+
+    def run_tile(tile: np.ndarray) -> np.ndarray:
+        nonlocal n_tiles
+        labels, det = segment(tile, method=method, spacing=spacing, diameter=d, **tile_options)
+        flattened.append(bool(getattr(det, "flattened", False)))
+        n_tiles += 1
+        return labels
+
+    t = time.perf_counter()
+    labels = segment_tiled(image, run_tile, tiling)
+    timings["tiles"] = time.perf_counter() - t
+    if relative > 0:
+        # the untiled pipelines drop objects below this fraction of the image's mean area; ids are kept
+        # and renumbered below in raster order
+        labels = _renumber_raster(remove_small_relative(labels, relative))
+    timings["total"] = time.perf_counter() - t0
+    return labels, TiledDetails(method=method, tile_size=int(tile_size), overlap=overlap, n_tiles=n_tiles,
+                                diameter_source=source, threshold=threshold, diameter_px=d,
+                                flattened=any(flattened), timings=timings)
+
+
+def _renumber_raster(labels: np.ndarray) -> np.ndarray:
+    """Renumber 1..N keeping the (raster) order of the ids (ids removed leave gaps)."""
+    present = np.bincount(labels.ravel()) > 0
+    present[0] = False
+    lut = np.zeros(present.size, np.int32)
+    lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
+    return lut[labels]
