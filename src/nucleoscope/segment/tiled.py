@@ -13,7 +13,9 @@ and gives every tile the same:
 - **relative-area filter** (classic methods): off in the tiles, applied once to the stitched labels.
 
 With these, ``otsu`` and ``tissue`` give the labels of the untiled segmentation (up to numbering) for
-nuclei smaller than the overlap; ``classic`` (morphological reconstruction propagates across the image)
+nuclei smaller than the overlap, with one exception: their hole filling of the whole foreground also
+fills a background pocket enclosed by a ring of touching nuclei (one giant object), and a ring cut by a
+tile stays open there, its nuclei split as usual. ``classic`` (morphological reconstruction propagates across the image)
 and ``nuset`` (each tile is normalized by its own foreground) come close but not bit-exact.
 Memory: the image, the labels, one tile's working set, and (classic methods) one float32 copy of the
 image while the threshold is planned.
@@ -22,7 +24,7 @@ image while the threshold is planned.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
