@@ -185,3 +185,21 @@ def test_run_folder_points_to_its_labels(tmp_path, capsys):
     tifffile.imwrite(run / "labels" / "a.tif", np.ones((4, 4), np.int32))
     assert main(["evaluate", str(run), str(gt)]) == 2
     assert str(run / "labels") in capsys.readouterr().err
+
+
+def test_unwritable_output_refused_before_the_work(tmp_path, capsys, monkeypatch):
+    # -o was checked only after every image had been read and scored
+    import nucleoscope.cli.evaluate as ev
+
+    lab = np.zeros((20, 20), np.int32)
+    lab[5:10, 5:10] = 1
+    _write(tmp_path / "p", "a", lab)
+    _write(tmp_path / "g", "a", lab)
+    (tmp_path / "file").write_text("x")
+
+    def never(*a, **k):
+        raise AssertionError("scored before checking -o")
+
+    monkeypatch.setattr(ev, "score_files", never)
+    assert main(["evaluate", str(tmp_path / "p"), str(tmp_path / "g"), "-o", str(tmp_path / "file" / "s.csv")]) == 2
+    assert "file" in capsys.readouterr().err

@@ -11,12 +11,13 @@ from __future__ import annotations
 from ._find import find_images, unique_names
 from ._read import SUPPORTED_SUFFIXES, Image, image_name, read_image, read_labels
 from ._rois import label_outline, write_imagej_rois
-from ._write import atomic_path, read_table, write_json, write_labels, write_png, write_table
+from ._write import atomic_path, check_writable, read_table, write_json, write_labels, write_png, write_table
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
     "Image",
     "atomic_path",
+    "check_writable",
     "find_images",
     "image_name",
     "label_outline",

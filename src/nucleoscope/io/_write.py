@@ -22,6 +22,29 @@ __all__ = ["atomic_path", "write_labels", "read_table", "write_table", "write_js
 _TABLE_SUFFIXES = (".parquet", ".csv")
 
 
+def check_writable(path: str | os.PathLike) -> Path:
+    """Check, before any work, that a file can be written at ``path`` (its folder is created).
+
+    Raises
+    ------
+    InputError
+        The path is a folder, or its folder cannot be created or written.
+    """
+    from .._errors import InputError
+
+    p = Path(path)
+    if p.is_dir():
+        raise InputError("is a folder; give a file name for the table", path=p)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        probe = p.parent / f".~{os.getpid()}-write-test.{p.name}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError(f"cannot write here: {exc.strerror or exc}", path=p) from None
+    return p
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; move it onto ``path`` when the block succeeds.
