@@ -417,7 +417,7 @@ def test_train_segmenter_cli_pack_and_train(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 
 def test_boundary_target_marks_only_borders_between_nuclei():
-    from nucleoscope.segment.nuset.train import boundary_target
+    from nucleoscope.segment.nuset.augment import boundary_target
 
     lab = np.zeros((20, 30), np.float32)
     lab[5:15, 3:13] = 2   # touches object 1 along x = 12 | 13
@@ -477,7 +477,7 @@ def test_boundary_relief_cuts_on_the_predicted_border():
 
 
 def test_init_adds_a_boundary_channel_without_changing_the_foreground():
-    from nucleoscope.segment.nuset.train import _load_init
+    from nucleoscope.segment.nuset.checkpoint import _load_init
 
     torch.manual_seed(0)
     base = NusetNet(NusetConfig(widths=(4, 8, 8, 8, 8), batchnorm=False)).eval()
@@ -522,7 +522,8 @@ def test_brightness_and_ramp_augmentation():
     the ramp adds a plane of at most ``ramp`` x the nuclei's median level; the labels are untouched."""
     from scipy import ndimage as ndi
 
-    from nucleoscope.segment.nuset.train import TrainConfig, _Sampler, prepare_sample
+    from nucleoscope.segment.nuset.augment import _Sampler
+    from nucleoscope.segment.nuset.train import TrainConfig, prepare_sample
     from nucleoscope.synth import nuclei_field
 
     s = nuclei_field((160, 160), rng=1, diameter=(14.0, 20.0), artifacts=0)
@@ -567,7 +568,8 @@ def test_brightness_augmentation_scales_each_nucleus_light_not_noise():
     from scipy import ndimage as ndi
     from skimage.segmentation import expand_labels
 
-    from nucleoscope.segment.nuset.train import TrainConfig, TrainSample, _Sampler
+    from nucleoscope.segment.nuset.augment import _Sampler
+    from nucleoscope.segment.nuset.train import TrainConfig, TrainSample
 
     yy, xx = np.mgrid[:128, :128]
     lab = np.zeros((128, 128), np.int32)
