@@ -11,7 +11,7 @@ from __future__ import annotations
 from ._find import find_images, unique_names
 from ._read import SUPPORTED_SUFFIXES, Image, image_name, read_image, read_labels
 from ._rois import label_outline, write_imagej_rois
-from ._write import atomic_path, read_table, write_json, write_labels, write_png, write_table
+from ._write import atomic_path, read_table, write_image, write_json, write_labels, write_png, write_table
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
@@ -24,6 +24,7 @@ __all__ = [
     "read_labels",
     "read_table",
     "unique_names",
+    "write_image",
     "write_imagej_rois",
     "write_json",
     "write_labels",
