@@ -861,3 +861,49 @@ def test_write_labels_crash_mid_write_keeps_old_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     np.testing.assert_array_equal(read_labels(f), np.ones((5, 5)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["l.tif"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data set folders
+
+
+def _dataset(root: Path, names: list[str], split: str = "train") -> None:
+    for sub in ("images", "masks"):
+        (root / split / sub).mkdir(parents=True, exist_ok=True)
+    for k, n in enumerate(names):
+        lab = np.zeros((12, 14), np.uint16)
+        lab[2:6, 3:8] = k + 1
+        write_image(root / split / "images" / n, (lab * 10 + 5).astype(np.uint16))
+        write_labels(root / split / "masks" / n, lab, dtype="uint16")
+
+
+def test_read_datasets_holds_out_every_nth_image_or_uses_val(tmp_path):
+    from nucleoscope.io import LabelledImage, dataset_pairs, read_datasets
+
+    _dataset(tmp_path / "a", [f"im{k}.tif" for k in range(5)])
+    _dataset(tmp_path / "b", ["x.tif", "y.tif"])
+    _dataset(tmp_path / "b", ["v.tif"], split="val")
+    assert [p.name for p, _ in dataset_pairs(tmp_path / "a" / "train")] == [f"im{k}.tif" for k in range(5)]
+    train, val, record = read_datasets([tmp_path / "a", str(tmp_path / "b")], holdout=3)
+    assert [(t.name, t.dataset) for t in train] == [("im1.tif", "a"), ("im2.tif", "a"), ("im4.tif", "a"),
+                                                      ("x.tif", "b"), ("y.tif", "b")]
+    assert [(v.name, v.dataset) for v in val] == [("im0.tif", "a"), ("im3.tif", "a"), ("v.tif", "b")]
+    assert record["a"]["held_out"] == ["im0.tif", "im3.tif"] and record["a"]["n_train"] == 3
+    assert record["b"] == {"train": "train split", "val": "val split", "n_train": 2, "n_val": 1}
+    first = train[0]
+    assert isinstance(first, LabelledImage) and first.labels.dtype == np.int32 and first.image.dtype == np.float32
+    image, labels, name, dataset = first  # unpacks as the 4-tuples training takes
+    assert image[3, 4] == 25 and labels.max() == 2 and name == "im1.tif"
+
+
+def test_read_datasets_errors_name_the_file(tmp_path):
+    from nucleoscope.io import read_datasets
+
+    with pytest.raises(InputError) as ei:
+        read_datasets([tmp_path])
+    _expect(ei, tmp_path, "train/images")
+    _dataset(tmp_path / "c", ["a.tif", "b.tif"])
+    (tmp_path / "c" / "train" / "masks" / "b.tif").unlink()
+    with pytest.raises(InputError) as ei:
+        read_datasets([tmp_path / "c"])
+    _expect(ei, tmp_path / "c" / "train" / "images" / "b.tif", "mask")

@@ -5,7 +5,7 @@ with early stopping.
 The loop's parts live beside it: the augmented crops in :mod:`.augment`, validation and threshold
 tuning in :mod:`.tune` (:func:`evaluate_model` and :func:`tune_thresholds` are re-exported here), the
 checkpoints in :mod:`.checkpoint`, and the training-curves figure in :mod:`nucleoscope.report.figures`.
-Everything here takes arrays: reading data set folders is :func:`nucleoscope.io.read_dataset_folders`'s
+Everything here takes arrays: reading data set folders is :func:`nucleoscope.io.read_datasets`'s
 job, the NPZ pack :mod:`.pack`'s.
 
 Design notes
