@@ -186,8 +186,10 @@ def _build_net(model_config: NusetConfig, init: NusetNet | None, checkpoint: Pat
     A fine-tune of an exported (folded) ``init`` trains without batch norm; a resume from
     ``checkpoint`` rebuilds what it saved (its weights are loaded later, with the optimizer's).
     """
-    bn = json.loads(checkpoint.with_suffix(".json").read_text()).get("batchnorm", True) if checkpoint \
-        else init is None
+    if checkpoint is not None:
+        bn = json.loads(checkpoint.with_suffix(".json").read_text()).get("batchnorm", True)
+    else:
+        bn = init is None
     net = NusetNet(NusetConfig.from_dict({**model_config.to_dict(), "batchnorm": bn}))
     if init is not None and checkpoint is None:
         _load_init(net, init)
@@ -346,6 +348,8 @@ def train_nuset(samples: Sequence[TrainSample], *, synthetic: Sequence[TrainSamp
     dict
         The model metadata written to ``nuset.json``.
     """
+    # Longer than the other functions on purpose: the run's state (the step, the best so far, the random
+    # streams, the log) reads top to bottom in one place; each step it takes is a named helper above.
     from ...models import save_model
 
     t_start = time.time()
