@@ -24,6 +24,7 @@ from nucleoscope.io import (
     read_labels,
     read_table,
     unique_names,
+    write_image,
     write_imagej_rois,
     write_json,
     write_labels,
@@ -408,6 +409,70 @@ def test_write_labels_rejects_bad_arrays(tmp_path):
             write_labels(f, bad)
         _expect(ei, f, "labels")
     assert not f.exists()
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32", "int32"])
+def test_write_image_round_trip_keeps_values_dtype_and_spacing(tmp_path, rng, dtype):
+    image = (rng.random((30, 40)) * (200 if dtype != "float32" else 1)).astype(dtype)
+    f = write_image(tmp_path / "sub" / "im.tif", image, spacing=0.325)
+    assert f == tmp_path / "sub" / "im.tif"
+    back = read_image(f)
+    assert back.dtype == np.dtype(dtype) and back.spacing == pytest.approx(0.325, rel=1e-6)
+    np.testing.assert_array_equal(back.data, image.astype(np.float32))
+    with tifffile.TiffFile(f) as tif:
+        assert tif.pages[0].dtype == np.dtype(dtype)
+        assert tif.pages[0].compression == tifffile.COMPRESSION.ADOBE_DEFLATE
+    assert not [p for p in f.parent.iterdir() if p.name.startswith(".")]  # no temp file left
+
+
+def test_write_image_stack_bool_and_uncompressed(tmp_path):
+    stack = np.arange(2 * 8 * 9, dtype=np.uint16).reshape(2, 8, 9)
+    f = write_image(tmp_path / "stack.tif", stack, compression="none")
+    np.testing.assert_array_equal(tifffile.imread(f), stack)
+    with tifffile.TiffFile(f) as tif:
+        assert tif.pages[0].compression == tifffile.COMPRESSION.NONE
+        assert read_image(f, plane=1).spacing is None  # no spacing given: none stored
+    mask = np.eye(6, dtype=bool)
+    back = tifffile.imread(write_image(tmp_path / "mask.tif", mask))
+    assert back.dtype == np.uint8
+    np.testing.assert_array_equal(back, mask)
+
+
+def test_write_image_rejects_bad_input(tmp_path):
+    f = tmp_path / "im.tif"
+    cases = [((np.zeros((2, 2, 3, 4)),), {}, "(Z, Y, X)"), ((np.zeros(5),), {}, "(Y, X)"),
+             ((np.zeros((3, 3), complex),), {}, "dtype"), ((np.zeros((3, 3)),), {"spacing": 0.0}, "spacing"),
+             ((np.zeros((3, 3)),), {"spacing": float("nan")}, "spacing"),
+             ((np.zeros((3, 3)),), {"compression": "lzw"}, "compression")]
+    for args, kwargs, word in cases:
+        with pytest.raises(InputError) as ei:
+            write_image(f, *args, **kwargs)
+        _expect(ei, f, word)
+    assert not f.exists()
+
+
+def test_write_labels_as_uint16_and_through_write_image(tmp_path, monkeypatch):
+    labels = np.zeros((20, 30), np.int64)
+    labels[2:8, 3:9], labels[10:15, 12:20] = 7, 65535
+    f = write_labels(tmp_path / "l16.tif", labels, spacing=0.5, dtype="uint16")
+    with tifffile.TiffFile(f) as tif:
+        assert tif.pages[0].dtype == np.uint16
+    back = read_labels(f)
+    assert back.dtype == np.int32 and read_image(f).spacing == pytest.approx(0.5)
+    np.testing.assert_array_equal(back, labels)
+    with pytest.raises(InputError) as ei:  # never wrapped: 65536 would come back as background
+        write_labels(tmp_path / "big.tif", labels + (labels > 0), dtype="uint16")
+    _expect(ei, tmp_path / "big.tif", "uint16")
+    with pytest.raises(InputError):
+        write_labels(tmp_path / "x.tif", labels, dtype="uint8")
+    # the labels go through the one TIFF writer
+    import nucleoscope.io._write as w
+
+    seen = []
+    real = w.write_image
+    monkeypatch.setattr(w, "write_image", lambda path, image, **kw: seen.append(image.dtype) or real(path, image, **kw))
+    write_labels(tmp_path / "l32.tif", labels)
+    assert seen == [np.int32]
 
 
 def test_read_labels_validation(tmp_path):
@@ -796,3 +861,49 @@ def test_write_labels_crash_mid_write_keeps_old_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     np.testing.assert_array_equal(read_labels(f), np.ones((5, 5)))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["l.tif"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data set folders
+
+
+def _dataset(root: Path, names: list[str], split: str = "train") -> None:
+    for sub in ("images", "masks"):
+        (root / split / sub).mkdir(parents=True, exist_ok=True)
+    for k, n in enumerate(names):
+        lab = np.zeros((12, 14), np.uint16)
+        lab[2:6, 3:8] = k + 1
+        write_image(root / split / "images" / n, (lab * 10 + 5).astype(np.uint16))
+        write_labels(root / split / "masks" / n, lab, dtype="uint16")
+
+
+def test_read_datasets_holds_out_every_nth_image_or_uses_val(tmp_path):
+    from nucleoscope.io import LabelledImage, dataset_pairs, read_datasets
+
+    _dataset(tmp_path / "a", [f"im{k}.tif" for k in range(5)])
+    _dataset(tmp_path / "b", ["x.tif", "y.tif"])
+    _dataset(tmp_path / "b", ["v.tif"], split="val")
+    assert [p.name for p, _ in dataset_pairs(tmp_path / "a" / "train")] == [f"im{k}.tif" for k in range(5)]
+    train, val, record = read_datasets([tmp_path / "a", str(tmp_path / "b")], holdout=3)
+    assert [(t.name, t.dataset) for t in train] == [("im1.tif", "a"), ("im2.tif", "a"), ("im4.tif", "a"),
+                                                      ("x.tif", "b"), ("y.tif", "b")]
+    assert [(v.name, v.dataset) for v in val] == [("im0.tif", "a"), ("im3.tif", "a"), ("v.tif", "b")]
+    assert record["a"]["held_out"] == ["im0.tif", "im3.tif"] and record["a"]["n_train"] == 3
+    assert record["b"] == {"train": "train split", "val": "val split", "n_train": 2, "n_val": 1}
+    first = train[0]
+    assert isinstance(first, LabelledImage) and first.labels.dtype == np.int32 and first.image.dtype == np.float32
+    image, labels, name, dataset = first  # unpacks as the 4-tuples training takes
+    assert image[3, 4] == 25 and labels.max() == 2 and name == "im1.tif"
+
+
+def test_read_datasets_errors_name_the_file(tmp_path):
+    from nucleoscope.io import read_datasets
+
+    with pytest.raises(InputError) as ei:
+        read_datasets([tmp_path])
+    _expect(ei, tmp_path, "train/images")
+    _dataset(tmp_path / "c", ["a.tif", "b.tif"])
+    (tmp_path / "c" / "train" / "masks" / "b.tif").unlink()
+    with pytest.raises(InputError) as ei:
+        read_datasets([tmp_path / "c"])
+    _expect(ei, tmp_path / "c" / "train" / "images" / "b.tif", "mask")

@@ -393,10 +393,10 @@ def test_train_segmenter_cli_pack_and_train(tmp_path):
     assert meta["architecture"]["widths"] == [4, 8, 8, 8, 8]
     assert meta["training"]["command"].startswith(f"nucleoscope train-segmenter --from-pack {pack} -o {out} --steps 2")
     # the pack stores w0 = 10 maps; --border-w0 recomputes them all with the new weight
-    from nucleoscope.cli.train_segmenter import unpack
+    from nucleoscope.segment.nuset.pack import read_pack
 
-    stored, _, _, _ = unpack(pack)
-    redone, _, _, _ = unpack(pack, border_w0=20.0)
+    stored, _, _, _ = read_pack(pack)
+    redone, _, _, _ = read_pack(pack, border_w0=20.0)
     for a, b in zip(stored, redone):
         s2 = 5.0 * (a.diameter / 16.0) ** 2
         np.testing.assert_allclose(a.weight, border_weight_map(a.labels, w0=10.0, sigma2=s2), atol=1e-2)
@@ -412,12 +412,56 @@ def test_train_segmenter_cli_pack_and_train(tmp_path):
     assert meta["training"]["command"].startswith(f"nucleoscope train-segmenter --from-pack {pack} -o ")
 
 
+def test_pack_round_trip_and_training_set_preparation(tmp_path):
+    """write_pack -> read_pack gives the samples prepare_training_set makes (images to 8-bit steps, weight
+    maps to float16), the validation images exactly; images without nuclei are left out; the synthetic
+    images are reproducible from the seed alone."""
+    from nucleoscope.io import LabelledImage
+    from nucleoscope.segment.nuset.pack import read_pack, write_pack
+    from nucleoscope.segment.nuset.trainset import prepare_training_set, synthetic_images
+
+    synth = synthetic_images(2, seed=4)
+    assert [s.name for s in synth] == ["synth_0000", "synth_0001"] and {s.dataset for s in synth} == {"synthetic"}
+    assert all(256 <= n <= 640 for s in synth for n in s.image.shape) and synth[0].image.dtype == np.float32
+    again = synthetic_images(2, seed=4)
+    assert all(np.array_equal(a.labels, b.labels) for a, b in zip(synth, again))
+    assert synthetic_images(0, seed=4) == []
+    from nucleoscope.synth import nuclei_field
+
+    real = [LabelledImage(f.image.astype(np.float32), f.labels, f"r{i}", "set")
+            for i, f in enumerate(nuclei_field((80, 96), rng=30 + i, diameter=(14.0, 18.0), artifacts=0)
+                                  for i in range(2))]
+    empty = LabelledImage(np.zeros((40, 40), np.float32), np.zeros((40, 40), np.int32), "empty", "set")
+    val = [LabelledImage(np.arange(48 * 50, dtype=np.float32).reshape(48, 50), real[0].labels[:48, :50], "v", "set")]
+    train_s, synth_s, val_s = prepare_training_set(real + [empty], synth, val, model_diameter=16.0)
+    assert [t.name for t in train_s] == ["r0", "r1"] and len(synth_s) == 2
+    path = tmp_path / "p.npz"
+    write_pack(path, real + [empty], synth, val, {"set": {"n_train": 3}}, 16.0)
+    tr, sy, va, record = read_pack(path)
+    assert record == {"set": {"n_train": 3}}
+    for a, b in zip(train_s + synth_s, tr + sy):
+        assert (a.name, a.source, a.diameter) == (b.name, b.source, b.diameter)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_allclose(a.image.clip(-0.2, 1.5), b.image, atol=0.5 / 150 + 1e-6)
+        np.testing.assert_allclose(a.weight, b.weight, rtol=1e-3)
+    assert va[0].image.dtype == np.float32 and np.array_equal(va[0].image, val_s[0].image)
+    assert np.array_equal(va[0].labels, val_s[0].labels) and (va[0].name, va[0].dataset) == ("v", "set")
+
+
+def test_train_segmenter_cli_module_holds_no_library_code():
+    import nucleoscope.cli.train_segmenter as cli
+
+    public = {n for n in vars(cli) if not n.startswith("_") and callable(getattr(cli, n))
+              and getattr(getattr(cli, n), "__module__", "") == cli.__name__}
+    assert public == {"add_arguments", "run"}
+
+
 # ---------------------------------------------------------------------------------------------------
 # Boundary channel (borders between touching nuclei)
 # ---------------------------------------------------------------------------------------------------
 
 def test_boundary_target_marks_only_borders_between_nuclei():
-    from nucleoscope.segment.nuset.train import boundary_target
+    from nucleoscope.segment.nuset.augment import boundary_target
 
     lab = np.zeros((20, 30), np.float32)
     lab[5:15, 3:13] = 2   # touches object 1 along x = 12 | 13
@@ -477,7 +521,7 @@ def test_boundary_relief_cuts_on_the_predicted_border():
 
 
 def test_init_adds_a_boundary_channel_without_changing_the_foreground():
-    from nucleoscope.segment.nuset.train import _load_init
+    from nucleoscope.segment.nuset.checkpoint import _load_init
 
     torch.manual_seed(0)
     base = NusetNet(NusetConfig(widths=(4, 8, 8, 8, 8), batchnorm=False)).eval()
@@ -522,7 +566,8 @@ def test_brightness_and_ramp_augmentation():
     the ramp adds a plane of at most ``ramp`` x the nuclei's median level; the labels are untouched."""
     from scipy import ndimage as ndi
 
-    from nucleoscope.segment.nuset.train import TrainConfig, _Sampler, prepare_sample
+    from nucleoscope.segment.nuset.augment import _Sampler
+    from nucleoscope.segment.nuset.train import TrainConfig, prepare_sample
     from nucleoscope.synth import nuclei_field
 
     s = nuclei_field((160, 160), rng=1, diameter=(14.0, 20.0), artifacts=0)
@@ -567,7 +612,8 @@ def test_brightness_augmentation_scales_each_nucleus_light_not_noise():
     from scipy import ndimage as ndi
     from skimage.segmentation import expand_labels
 
-    from nucleoscope.segment.nuset.train import TrainConfig, TrainSample, _Sampler
+    from nucleoscope.segment.nuset.augment import _Sampler
+    from nucleoscope.segment.nuset.train import TrainConfig, TrainSample
 
     yy, xx = np.mgrid[:128, :128]
     lab = np.zeros((128, 128), np.int32)

@@ -396,7 +396,7 @@ def test_resume_redoes_an_input_replaced_since(tmp_path):
 
 def test_report_area_histogram_bins():
     # kromp's 50-80,000 px areas put ~1,200 of 2,200 nuclei into the first of 40 linear bars
-    from nucleoscope.report import _hist_bins
+    from nucleoscope.report.figures import _hist_bins
 
     bins, log = _hist_bins(np.array([50.0, 400.0, 5000.0, 80000.0, np.nan]))
     assert log and len(bins) == 41

@@ -70,23 +70,6 @@ def _options(args: argparse.Namespace) -> dict:
     return opts
 
 
-def _write_image(path: Path, data: np.ndarray, spacing: float | None = None) -> None:
-    import tifffile
-
-    from ..io import atomic_path
-
-    kwargs = {}
-    if spacing:  # TIFF has no µm unit: pixels per cm, as nucleoscope.io reads it back
-        kwargs = dict(resolution=(1e4 / spacing, 1e4 / spacing), resolutionunit="CENTIMETER")
-    with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, data, compression="zlib", photometric="minisblack", **kwargs)
-
-
-def _write_labels(path: Path, labels: np.ndarray, spacing: float | None = None) -> None:
-    # uint16 as in the shared data when it fits; never wrap ids above 65535
-    _write_image(path, labels.astype(np.uint16 if labels.max(initial=0) <= 65535 else np.int32), spacing)
-
-
 _FUNCTIONS = {"nuclei": "nuclei_field", "chromatin": "chromatin_crops", "storm": "storm_field", "cells": "cells_field"}
 
 
@@ -145,7 +128,7 @@ def _samples(kind: str, args: argparse.Namespace, opts: dict):
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from ..io import write_table
+    from ..io import write_image, write_labels, write_table
 
     if args.n < 1:
         raise InputError(f"-n must be >= 1, got {args.n}")
@@ -171,9 +154,11 @@ def run(args: argparse.Namespace) -> int:
                 continue
             path = out / folder / f"{name}.tif"
             if folder.endswith("masks") and data.dtype != bool:
-                _write_labels(path, data, args.spacing)
+                # uint16 as in the shared data when it fits; never wrap ids above 65535
+                write_labels(path, data, spacing=args.spacing,
+                             dtype="uint16" if data.max(initial=0) <= 65535 else "int32")
             else:
-                _write_image(path, data.astype(np.uint8) if data.dtype == bool else data, args.spacing)
+                write_image(path, data, spacing=args.spacing)  # boolean masks as uint8 0/1
         truth.append(objects.assign(image=name))
         flat = {k: json.dumps(v) if isinstance(v, (dict, tuple, list)) else v for k, v in p.items()}
         params.append({"image": name, **flat})

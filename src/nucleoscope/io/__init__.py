@@ -3,7 +3,9 @@
 Reading returns an :class:`Image` (``(Y, X)`` float32 data, values as acquired, plus name, pixel size in
 µm, stored dtype and detector full scale). Every problem with an input raises
 :class:`nucleoscope.InputError` whose message names the file and the problem. Every writer goes through
-:func:`atomic_path`: a temporary file beside the target, moved into place only on success.
+:func:`atomic_path`: a temporary file beside the target, moved into place only on success; every TIFF
+goes through :func:`write_image`. :func:`read_datasets` reads labelled data set folders
+(``train/images``, ``train/masks``, optionally ``val/``) for training.
 """
 
 from __future__ import annotations
@@ -11,20 +13,26 @@ from __future__ import annotations
 from ._find import find_images, unique_names
 from ._read import SUPPORTED_SUFFIXES, Image, image_name, read_image, read_labels
 from ._rois import label_outline, write_imagej_rois
-from ._write import atomic_path, check_writable, read_table, write_json, write_labels, write_png, write_table
+from ._write import (atomic_path, check_writable, read_table, write_image, write_json, write_labels, write_png,
+                     write_table)
+from .datasets import LabelledImage, dataset_pairs, read_datasets
 
 __all__ = [
     "SUPPORTED_SUFFIXES",
     "Image",
+    "LabelledImage",
     "atomic_path",
     "check_writable",
+    "dataset_pairs",
     "find_images",
     "image_name",
     "label_outline",
+    "read_datasets",
     "read_image",
     "read_labels",
     "read_table",
     "unique_names",
+    "write_image",
     "write_imagej_rois",
     "write_json",
     "write_labels",

@@ -1,4 +1,4 @@
-"""Atomic writers: label TIFFs, tables, JSON, PNG. A crash never leaves a half-written file behind."""
+"""Atomic writers: TIFF images and labels, tables, JSON, PNG. A crash never leaves a half-written file behind."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import os
 import secrets
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from .._errors import InputError
 
-__all__ = ["atomic_path", "write_labels", "read_table", "write_table", "write_json", "write_png"]
+__all__ = ["atomic_path", "write_image", "write_labels", "read_table", "write_table", "write_json", "write_png"]
 
 _TABLE_SUFFIXES = (".parquet", ".csv")
 
@@ -98,37 +98,108 @@ def _as_labels(labels: Any, path: Path) -> np.ndarray:
     return arr.astype(np.int32, copy=False)
 
 
-def write_labels(path: str | os.PathLike, labels: np.ndarray, *, spacing: float | None = None) -> Path:
-    """Write an instance label image as an int32, zlib-compressed TIFF, atomically.
+def _resolution(spacing: float | None, path: Path) -> dict[str, Any]:
+    """tifffile keywords storing ``spacing`` (µm per pixel) as TIFF resolution; none for ``None``."""
+    if spacing is None:
+        return {}
+    if not (isinstance(spacing, (int, float, np.integer, np.floating)) and math.isfinite(spacing) and spacing > 0):
+        raise InputError(f"spacing must be a positive number of µm, got {spacing!r}", path=path)
+    # TIFF has no µm unit; centimetre is standard and lossless enough (rational with 1e6 denominator).
+    return dict(resolution=(1e4 / spacing, 1e4 / spacing), resolutionunit="CENTIMETER")
+
+
+def write_image(path: str | os.PathLike, image: np.ndarray, *, spacing: float | None = None,
+                compression: Literal["zlib", "none"] = "zlib") -> Path:
+    """Write a grayscale image or stack as a TIFF in its own dtype, atomically.
+
+    The one TIFF writer of nucleoscope: :func:`write_labels` and ``nucleoscope synth`` go through it.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Destination ``.tif``.
+    image : np.ndarray
+        ``(Y, X)`` or ``(Z, Y, X)`` integer or floating-point values, stored as they are (no rescaling,
+        no change of dtype); boolean masks are stored as uint8 0/1.
+    spacing : float, optional
+        µm per pixel, stored as TIFF resolution (pixels per cm) so that :func:`read_image` and
+        ImageJ/Fiji recover it.
+    compression : {"zlib", "none"}
+        Lossless zlib (default) or none.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    InputError
+        Not 2D or 3D, not a real number dtype, a spacing that is not a positive number, an unknown
+        compression.
+
+    Examples
+    --------
+    >>> write_image("out/field.tif", image, spacing=0.65)  # doctest: +SKIP
+    >>> read_image("out/field.tif").spacing  # doctest: +SKIP
+    0.65
+    """
+    import tifffile
+
+    target = Path(path)
+    data = np.asarray(image)
+    if data.ndim not in (2, 3):
+        raise InputError(f"image to write must be (Y, X) or (Z, Y, X), got shape {data.shape}", path=target)
+    if data.dtype == np.bool_:
+        data = data.astype(np.uint8)
+    if not (np.issubdtype(data.dtype, np.integer) or np.issubdtype(data.dtype, np.floating)):
+        raise InputError(f"image to write must hold integers or floats, got dtype {data.dtype}", path=target)
+    if compression not in ("zlib", "none"):
+        raise InputError(f"compression must be 'zlib' or 'none', got {compression!r}", path=target)
+    kwargs = _resolution(spacing, target)
+    if compression == "zlib":
+        kwargs["compression"] = "zlib"
+    with atomic_path(target) as tmp:
+        tifffile.imwrite(tmp, data, photometric="minisblack", **kwargs)
+    return target
+
+
+def write_labels(path: str | os.PathLike, labels: np.ndarray, *, spacing: float | None = None,
+                 dtype: Literal["int32", "uint16"] = "int32") -> Path:
+    """Write an instance label image as a zlib-compressed TIFF, atomically (via :func:`write_image`).
 
     Parameters
     ----------
     path : str or os.PathLike
         Destination ``.tif``.
     labels : np.ndarray
-        ``(Y, X)`` integer labels, 0 = background; stored as int32 (never narrowed).
+        ``(Y, X)`` integer (or boolean) labels, 0 = background, values in 0..2**31-1.
     spacing : float, optional
         µm per pixel, stored as TIFF resolution (pixels per cm) so that :func:`read_image` and
         ImageJ/Fiji recover it.
+    dtype : {"int32", "uint16"}
+        Stored type: int32 (default; never narrowed) or, where a format asks for it, uint16, which
+        raises rather than wrap a label above 65535.
 
     Returns
     -------
     pathlib.Path
         ``path``.
-    """
-    import tifffile
 
+    Raises
+    ------
+    InputError
+        Not 2D, not integers, negative or too large values, a bad spacing.
+    """
     target = Path(path)
     data = _as_labels(labels, target)
-    kwargs: dict[str, Any] = {}
-    if spacing is not None:
-        if not (math.isfinite(spacing) and spacing > 0):
-            raise InputError(f"spacing must be a positive number of µm, got {spacing!r}", path=target)
-        # TIFF has no µm unit; centimetre is standard and lossless enough (rational with 1e6 denominator).
-        kwargs.update(resolution=(1e4 / spacing, 1e4 / spacing), resolutionunit="CENTIMETER")
-    with atomic_path(target) as tmp:
-        tifffile.imwrite(tmp, data, compression="zlib", photometric="minisblack", **kwargs)
-    return target
+    if dtype == "uint16":
+        if data.size and data.max() > np.iinfo(np.uint16).max:
+            raise InputError(f"labels up to {data.max()} do not fit uint16; write them as int32", path=target)
+        data = data.astype(np.uint16)
+    elif dtype != "int32":
+        raise InputError(f"labels dtype must be 'int32' or 'uint16', got {dtype!r}", path=target)
+    return write_image(target, data, spacing=spacing)
 
 
 def _table_kind(path: Path) -> str:

@@ -1,4 +1,5 @@
-"""The run report: one self-contained HTML page (figures and thumbnails embedded as data URIs)."""
+"""Reports: the run report, one self-contained HTML page (figures and thumbnails embedded as data
+URIs), and the figures (:mod:`nucleoscope.report.figures`), drawn without pyplot's global state."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-__all__ = ["write_report", "MAX_THUMBNAILS"]
+from .figures import distributions_figure, training_curves_figure, write_training_curves
+
+__all__ = ["MAX_THUMBNAILS", "distributions_figure", "training_curves_figure", "write_report",
+           "write_training_curves"]
 
 # A page with thousands of embedded thumbnails is unusable; the rest are linked from the table.
 MAX_THUMBNAILS = 48
@@ -34,47 +38,12 @@ def _png_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _hist_bins(values: np.ndarray, n: int = 40) -> tuple[np.ndarray | int, bool]:
-    """Histogram bins for ``values``: log-spaced (and True) when positive values span more than 20x.
-
-    Nucleus areas of a batch mixing magnifications, or with debris and clumps, span two decades; on a
-    linear axis every ordinary nucleus then falls into the first bar or two.
-    """
-    v = values[np.isfinite(values)]
-    if v.size and v.min() > 0 and v.max() > 20 * v.min():
-        return np.geomspace(v.min(), v.max(), n + 1), True
-    return n, False
-
-
 def _histograms(nuclei: pd.DataFrame) -> str:
     """Histograms of nucleus area and mean intensity, as an embedded PNG (empty string if no nuclei)."""
-    if nuclei.empty:
+    fig = distributions_figure(nuclei)
+    if fig is None:
         return ""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    cols = [("AreaShape_Area", "area (px)"), ("Intensity_MeanIntensity", "mean intensity")]
-    if "AreaShape_Area_um2" in nuclei and nuclei["AreaShape_Area_um2"].notna().any():
-        cols[0] = ("AreaShape_Area_um2", "area (µm²)")
-    cols = [(c, t) for c, t in cols if c in nuclei]
-    fig, axes = plt.subplots(1, len(cols), figsize=(4.5 * len(cols), 3), squeeze=False)
-    for ax, (c, t) in zip(axes[0], cols):
-        v = nuclei[c].to_numpy(dtype=float)
-        v = v[np.isfinite(v)]
-        bins, log = _hist_bins(v)
-        ax.hist(v, bins=bins, color="#3b7dd8")
-        if log:
-            ax.set_xscale("log")
-        ax.set_xlabel(t + (" (log scale)" if log else ""))
-        ax.set_ylabel("nuclei")
-        if len(v):
-            ax.axvline(np.median(v), color="k", lw=1, ls="--")
-    fig.tight_layout()
-    uri = _png_uri(fig)
-    plt.close(fig)
-    return f'<img alt="distributions" src="{uri}">'
+    return f'<img alt="distributions" src="{_png_uri(fig)}">'
 
 
 def _thumbnail(path: Path, width: int = 220) -> str | None:
