@@ -119,15 +119,14 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from ..io import read_datasets
+    from ..report import write_training_curves
     from ..segment.nuset.pack import read_pack, write_pack
-    from ..segment.nuset.train import train_nuset
+    from ..segment.nuset.train import set_threads, train_nuset
     from ..segment.nuset.trainset import prepare_training_set, synthetic_images
 
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     t0 = time.time()
     if args.from_pack:
         import os
@@ -155,6 +154,7 @@ def run(args: argparse.Namespace) -> int:
     if init is not None:
         meta["init"] = {"model": args.init, "sha256": init_meta.get("sha256")}
     result = train_nuset(train_s, synthetic=synth_s, val=val, out_dir=args.output, model_config=mcfg,
+                         plot_curves=write_training_curves,
                          config=_train_config(args), synthetic_ratio=args.synthetic_ratio, device=args.device,
                          resume=args.resume, tune=not args.no_tune, meta=meta, init=init)
     v = result.get("validation") or {}

@@ -9,23 +9,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from .._errors import InputError
+from ..records import LabelledImage
 from ._read import read_image, read_labels
 
 __all__ = ["LabelledImage", "dataset_pairs", "read_datasets"]
-
-
-class LabelledImage(NamedTuple):
-    """One image with its truth, as read from a data set folder (unpacks as a 4-tuple)."""
-
-    image: np.ndarray    #: (Y, X) float32, values as acquired
-    labels: np.ndarray   #: (Y, X) int32 instance labels, 0 = background
-    name: str            #: the image's file name
-    dataset: str         #: the data set folder's name (or, e.g., ``"synthetic"``)
 
 
 def dataset_pairs(split_dir: str | os.PathLike) -> list[tuple[Path, Path]]:

@@ -52,8 +52,8 @@ from .tune import evaluate_model, tune_thresholds
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "TrainSample", "ValImage", "prepare_sample", "train_nuset", "tune_thresholds",
-           "evaluate_model"]
+__all__ = ["TrainConfig", "TrainSample", "ValImage", "prepare_sample", "set_threads", "train_nuset",
+           "tune_thresholds", "evaluate_model"]
 
 #: columns of ``log.csv``: one row per validation (every ``eval_every`` steps, and at the end)
 _LOG_FIELDS = ["step", "epoch", "time_s", "lr", "loss", "bce", "dice", "rpn_cls", "rpn_box", "boundary",
@@ -305,15 +305,22 @@ def _model_meta(net: NusetNet, config: TrainConfig, norm: str, th: Thresholds, s
     }
 
 
+def set_threads(n: int) -> None:
+    """Torch's CPU threads for training (the command line's ``--threads``)."""
+    torch.set_num_threads(int(n))
+
+
 def train_nuset(samples: Sequence[TrainSample], *, synthetic: Sequence[TrainSample] = (),
                 val: Sequence[ValImage] = (), out_dir: str | Path, model_config: NusetConfig = NusetConfig(),
                 config: TrainConfig = TrainConfig(), synthetic_ratio: float = 1.0, device: str = "auto",
                 resume: bool = False, tune: bool = True, meta: dict | None = None,
-                on_step: Callable[[int, dict], None] | None = None, init: NusetNet | None = None) -> dict:
+                on_step: Callable[[int, dict], None] | None = None, init: NusetNet | None = None,
+                plot_curves: Callable[[Path, Path], None] | None = None) -> dict:
     """Train a NuSeT network and write ``out_dir/nuset.safetensors`` + ``nuset.json`` (best on validation).
 
     Also writes ``checkpoint.safetensors`` (+ ``.json``, resumable with ``resume=True``), ``best.safetensors``,
-    ``log.csv`` and ``curves.png`` (:func:`nucleoscope.report.write_training_curves`).
+    ``log.csv`` and, with ``plot_curves`` (e.g. :func:`nucleoscope.report.write_training_curves`, which
+    the command line passes; the core does not import the report), ``curves.png``.
 
     Parameters
     ----------
@@ -417,12 +424,11 @@ def train_nuset(samples: Sequence[TrainSample], *, synthetic: Sequence[TrainSamp
             if out_of_time:
                 stop_reason = "time budget"
                 break
-    try:
-        from ...report.figures import write_training_curves
-
-        write_training_curves(csv_path, out / "curves.png")
-    except Exception as exc:  # a plot must never lose a trained model
-        log.warning("could not plot the curves: %s", exc)
+    if plot_curves is not None:
+        try:
+            plot_curves(csv_path, out / "curves.png")
+        except Exception as exc:  # a plot must never lose a trained model
+            log.warning("could not plot the curves: %s", exc)
 
     final, th, scores = _final_model(net, best_path, val, config, dev, norm, tune)
     training = {**(meta or {}), "config": config.to_dict(), "steps": state["step"], "best_step": state["best_step"],

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ...io.datasets import LabelledImage
+from ...records import LabelledImage
 from .train import TrainSample, ValImage, prepare_sample
 
 __all__ = ["prepare_training_set", "synthetic_images"]
