@@ -10,7 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from nucleoscope import InputError  # noqa: E402
-from nucleoscope.models import DEFAULT_NUSET, MODELS_DIR, load_nuset, load_weights, model_paths, save_model, sha256_file  # noqa: E402
+from nucleoscope.models import DEFAULT_NUSET, MODELS_DIR, model_paths, sha256_file  # noqa: E402
+from nucleoscope.segment.nuset.weights import load_nuset, load_weights, save_model  # noqa: E402
 
 
 def test_save_load_roundtrip_and_hash(tmp_path):

@@ -168,7 +168,7 @@ def test_training_smoke_loss_decreases_and_resumes(tmp_path):
     meta2 = train_nuset(samples, out_dir=tmp_path, model_config=mcfg, config=cfg2, device="cpu", resume=True,
                         tune=False)
     assert meta2["training"]["steps"] == 34
-    from nucleoscope.models import load_nuset
+    from nucleoscope.segment.nuset.weights import load_nuset
 
     net, m = load_nuset(tmp_path / "nuset")
     assert net.config.widths == (4, 8, 8, 8, 8) and not net.config.batchnorm
@@ -180,7 +180,7 @@ def test_relief_distance_tiebreak_cuts_at_the_neck():
     """On a saturated probability plateau the flat relief cuts two touching discs (radii 10 and 6 px,
     centres 16 px apart, neck at x = 30) half-way between the seeds (x = 28); the small distance
     transform term moves the cut to the neck."""
-    from nucleoscope.segment.nuset.infer import instances_from_maps
+    from nucleoscope.segment.nuset.instances import instances_from_maps
 
     yy, xx = np.mgrid[:40, :56]
     left = (yy - 20) ** 2 + (xx - 20) ** 2 <= 100
@@ -198,7 +198,7 @@ def test_relief_distance_tiebreak_cuts_at_the_neck():
     assert flat[1] < 0.93  # the cut at x = 28 gives the small disc 2 columns of the large one
     assert tie[0] > 0.99 and tie[1] > 0.98
 
-    from nucleoscope.models import load_nuset
+    from nucleoscope.segment.nuset.weights import load_nuset
     from nucleoscope.segment.nuset import Thresholds
 
     assert Thresholds(**load_nuset()[1]["thresholds"]).relief_dt == 0.01  # the bundled model uses it
@@ -347,7 +347,8 @@ def test_faint_shading_without_nuclei_stays_empty():
 
 
 def test_bad_input_and_tampered_model(tmp_path):
-    from nucleoscope.models import MODELS_DIR, load_nuset
+    from nucleoscope.models import MODELS_DIR
+    from nucleoscope.segment.nuset.weights import load_nuset
 
     with pytest.raises(InputError, match="2-D"):
         segment_nuset(np.zeros((4, 8, 8), np.float32))
@@ -445,7 +446,7 @@ def test_boundary_loss_prefers_the_right_map():
 
 
 def test_merge_weak_borders_joins_only_unsupported_cuts():
-    from nucleoscope.segment.nuset.infer import merge_weak_borders
+    from nucleoscope.segment.nuset.instances import merge_weak_borders
 
     lab = np.zeros((10, 30), np.int32)
     lab[2:8, 2:10], lab[2:8, 10:18], lab[2:8, 18:26] = 1, 2, 3
@@ -462,7 +463,7 @@ def test_merge_weak_borders_joins_only_unsupported_cuts():
 def test_boundary_relief_cuts_on_the_predicted_border():
     """Two seeds on one saturated plateau: the flooding meets where the boundary channel says, not
     half-way between the seeds."""
-    from nucleoscope.segment.nuset.infer import instances_from_maps
+    from nucleoscope.segment.nuset.instances import instances_from_maps
 
     prob = np.zeros((24, 48), np.float32)
     prob[4:20, 4:44] = 0.999
@@ -496,7 +497,7 @@ def test_init_adds_a_boundary_channel_without_changing_the_foreground():
 
 def test_training_with_boundary_channel_smoke(tmp_path):
     torch.set_num_threads(1)
-    from nucleoscope.models import load_nuset
+    from nucleoscope.segment.nuset.weights import load_nuset
     from nucleoscope.segment.nuset.train import TrainConfig, prepare_sample, train_nuset
     from nucleoscope.synth import nuclei_field
 
@@ -622,7 +623,7 @@ def test_bundled_boundary_channel_on_unseen_dsb_sample(shared_data):
     0.825 / 0.733)."""
     import tifffile
 
-    from nucleoscope.models import load_nuset
+    from nucleoscope.segment.nuset.weights import load_nuset
 
     d = shared_data / "stardist_pkg_dsb2018_sample" / "train"
     name = sorted((d / "images").glob("*.tif"))[0].name
