@@ -635,3 +635,23 @@ def test_bundled_boundary_channel_on_unseen_dsb_sample(shared_data):
     off_lab, _ = segment_nuset(im, model=(net, off), device="cpu")
     assert match(gt, on_lab, thresh=0.5).f1 >= 0.89
     assert match(gt, on_lab, thresh=0.7).f1 >= match(gt, off_lab, thresh=0.7).f1 + 0.02
+
+
+def test_model_cache_is_a_bounded_lru():
+    from nucleoscope.models import MODELS_DIR
+    from nucleoscope.segment.nuset import weights
+
+    cpu = torch.device("cpu")
+    v1, v2, v3 = (str(MODELS_DIR / "ablation" / f"nuset_v{k}") for k in (1, 2, 3))
+    saved = weights._CACHE.copy()
+    weights._CACHE.clear()
+    try:
+        first = weights._get_model(v1, cpu)
+        assert weights._get_model(v1, cpu) is first  # cached: the same network object
+        weights._get_model(v2, cpu)
+        weights._get_model(v1, cpu)  # v1 is now the most recently used
+        weights._get_model(v3, cpu)  # evicts v2, the least recently used
+        assert weights.CACHE_SIZE == 2 and [k[0] for k in weights._CACHE] == [v1, v3]
+    finally:
+        weights._CACHE.clear()
+        weights._CACHE.update(saved)
