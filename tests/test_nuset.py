@@ -655,3 +655,26 @@ def test_model_cache_is_a_bounded_lru():
     finally:
         weights._CACHE.clear()
         weights._CACHE.update(saved)
+
+
+@pytest.mark.parametrize("boundary", [False, True])
+def test_predict_maps_tiles_as_before_the_move_to_nucleoscope_tiling(boundary):
+    """predict_maps' tiles (now nucleoscope.tiling's grid layout) give the numbers of its old tiler."""
+    from test_tiling import _old_nuset_tiler
+
+    from nucleoscope.segment.nuset.predict import _forward, predict_maps
+
+    torch.manual_seed(0)
+    net = NusetNet(NusetConfig(widths=(4, 8, 8, 8, 8), batchnorm=False, boundary=boundary)).eval()
+    x = np.random.default_rng(1).normal(size=(203, 330)).astype(np.float32)
+    xp = np.pad(x, ((0, 5), (0, 6)), mode="reflect")  # predict_maps pads to multiples of 16
+    with torch.inference_mode():
+        maps, cls, box = _old_nuset_tiler(lambda t: _forward(net, t, torch.device("cpu")), xp, (64, 20),
+                                          net.config.stride)
+    prob, cls2, box2, bnd = predict_maps(net, x, tile=(64, 20))
+    np.testing.assert_array_equal(prob, maps[0, :203, :330])
+    np.testing.assert_array_equal(cls2, cls)
+    np.testing.assert_array_equal(box2, box)
+    assert (bnd is None) == (not boundary)
+    if boundary:
+        np.testing.assert_array_equal(bnd, maps[1, :203, :330])

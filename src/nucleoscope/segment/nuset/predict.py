@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...tiling import TilingConfig, predict_tiled
 from .network import NusetNet
 
 __all__ = ["DEFAULT_TILE", "predict_maps", "resize_image"]
@@ -57,7 +58,8 @@ def predict_maps(net: NusetNet, x: np.ndarray, *, device: str | torch.device = "
         Normalized image, already rescaled to the model's diameter.
     tile : (core, margin) or None
         Predict in tiles of ``core`` px with ``margin`` px of context on each side when the image is
-        larger than one tile (bounded memory); ``None`` predicts the whole image at once.
+        larger than one tile (bounded memory; :func:`nucleoscope.tiling.predict_tiled` with
+        :func:`tiling_config`); ``None`` predicts the whole image at once.
 
     Returns
     -------
@@ -79,29 +81,17 @@ def predict_maps(net: NusetNet, x: np.ndarray, *, device: str | torch.device = "
     if tile is None or (H <= tile[0] + 2 * tile[1] and W <= tile[0] + 2 * tile[1]):
         maps, cls, box = _forward(net, xp, device)
     else:
-        maps, cls, box = _predict_tiled(net, xp, device, tile, n_out)
+        maps, cls, box = predict_tiled(xp, lambda t: _forward(net, t, device), tiling_config(tile),
+                                       strides=(1, net.config.stride, net.config.stride))
     return maps[0, :h, :w], cls, box, (maps[1, :h, :w] if n_out > 1 else None)
 
 
-def _predict_tiled(net: NusetNet, xp: np.ndarray, device: torch.device, tile: tuple[int, int], n_out: int):
-    """:func:`predict_maps` in tiles of ``tile = (core, margin)`` px (multiples of 16 after rounding up)."""
-    H, W = xp.shape
-    s = net.config.stride
-    core, margin = tile
-    core, margin = -(-core // 16) * 16, -(-margin // 16) * 16
-    maps = np.zeros((n_out, H, W), np.float32)
-    A = net.config.n_anchors
-    cls = np.zeros((A, H // s, W // s), np.float32)
-    box = np.zeros((4 * A, H // s, W // s), np.float32)
-    for y0 in range(0, H, core):
-        for x0 in range(0, W, core):
-            y1, x1 = min(y0 + core, H), min(x0 + core, W)
-            ya, xa = max(y0 - margin, 0), max(x0 - margin, 0)
-            yb, xb = min(y1 + margin, H), min(x1 + margin, W)
-            p, c, b = _forward(net, xp[ya:yb, xa:xb], device)
-            maps[:, y0:y1, x0:x1] = p[:, y0 - ya:y1 - ya, x0 - xa:x1 - xa]
-            sl = (slice(None), slice((y0 - ya) // s, (y1 - ya) // s), slice((x0 - xa) // s, (x1 - xa) // s))
-            cls[:, y0 // s:y1 // s, x0 // s:x1 // s] = c[sl]
-            box[:, y0 // s:y1 // s, x0 // s:x1 // s] = b[sl]
-    return maps, cls, box
+def tiling_config(tile: tuple[int, int]) -> TilingConfig:
+    """The :class:`nucleoscope.tiling.TilingConfig` of ``tile = (core, margin)`` px.
 
+    Core and margin are rounded up to multiples of 16 and laid out as a ``"grid"`` from the origin, so
+    every window starts on the U-Net's 16 px pooling grid and on the RPN's stride (8 or 16): a tile sees
+    the same pooling cells and anchors as the whole image would.
+    """
+    core, margin = -(-int(tile[0]) // 16) * 16, -(-int(tile[1]) // 16) * 16
+    return TilingConfig(tile=core + 2 * margin, overlap=2 * margin, layout="grid")
