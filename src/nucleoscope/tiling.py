@@ -334,6 +334,9 @@ def segment_tiled(image: Any, segment_fn: Callable[[np.ndarray], Any],
     id, or is dropped). Small overlaps between different nuclei go to the object painted first.
     Memory: one tile's input and labels plus the output array and a few numbers per object.
     """
+    # One long loop on purpose (~150 lines): each tile's steps (candidates, priorities, matching, painting,
+    # replacing) share a dozen per-object arrays of that tile; split into functions they would be passed
+    # around whole, and the order of the steps is what the guarantee in Notes rests on.
     shape = tuple(image.shape)
     ny, nx = shape[-2:]
     out = np.zeros((ny, nx), np.int32)
