@@ -88,7 +88,7 @@ def speed(sizes: list[int]) -> str:
 
 
 def flops_line() -> str:
-    from nucleoscope.models import load_nuset
+    from nucleoscope.segment.nuset.weights import load_nuset
     from nucleoscope.segment.nuset import conv_flops_per_pixel
 
     net, meta = load_nuset()
@@ -123,7 +123,7 @@ def ablation(quick: bool) -> str:
     import torch
 
     from nucleoscope.metrics import evaluate_image
-    from nucleoscope.models import load_nuset
+    from nucleoscope.segment.nuset.weights import load_nuset
     from nucleoscope.segment.classic import segment_otsu
     from nucleoscope.segment.nuset import segment_nuset
 

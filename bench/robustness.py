@@ -10,7 +10,7 @@ their train splits (as in ``bench/nuset.py``) and the unseen DSB2018 sample. Eac
 defined relative to the image's own levels (background = median outside the truth, contrast = median
 inside minus background) and its nuclei's size, so it is equally hard on every data set; the noise is
 seeded. The truth is not changed. The "flattening off" rows rerun the uneven-illumination cases with
-:data:`nucleoscope.segment.nuset.infer.UNEVEN_BACKGROUND` disabled, as a baseline in the same run.
+:data:`nucleoscope.segment.nuset.scale.UNEVEN_BACKGROUND` disabled, as a baseline in the same run.
 """
 
 from __future__ import annotations
@@ -102,15 +102,15 @@ def table(quick: bool, model=None) -> str:
 
     from nucleoscope.metrics import evaluate_image
     from nucleoscope.segment.classic import segment_otsu
-    from nucleoscope.segment.nuset import infer, segment_nuset
+    from nucleoscope.segment.nuset import scale, segment_nuset
 
     torch.set_num_threads(2)
     items = _items(quick)
     rows = [(k, True) for k in KINDS] + [("ramp 1x", False), ("ramp 3x", False)]
     lines = []
-    default_uneven = infer.UNEVEN_BACKGROUND
+    default_uneven = scale.UNEVEN_BACKGROUND
     for kind, flatten in rows:
-        infer.UNEVEN_BACKGROUND = default_uneven if flatten else np.inf
+        scale.UNEVEN_BACKGROUND = default_uneven if flatten else np.inf
         agg: dict[str, list] = {s: [] for s in SETS}
         n_flat = 0
         t = time.perf_counter()
@@ -121,7 +121,7 @@ def table(quick: bool, model=None) -> str:
             f_n = evaluate_image(gt, lab, thresholds=(0.5,), hausdorff=False).objects[0.5].f1
             f_o = evaluate_image(gt, segment_otsu(x)[0], thresholds=(0.5,), hausdorff=False).objects[0.5].f1
             agg[ds].append((f_n, f_o))
-        infer.UNEVEN_BACKGROUND = default_uneven
+        scale.UNEVEN_BACKGROUND = default_uneven
         cells = [f"{np.mean(agg[s], 0)[0]:.3f} ({np.mean(agg[s], 0)[1]:.3f})" if agg[s] else "-" for s in SETS]
         label = kind if flatten else f"{kind}, flattening off"
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {n_flat} / {len(items)} |")
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
             "nucleus inside a ring of undimmed glow, see docs/nuset.md) and an 8-bit gamma-0.5 export. "
             "Each is relative to the image's own background, contrast and nucleus size; the truth is unchanged. "
             "\"flattened\": images on which NuSeT subtracted a fitted background first "
-            "(`nucleoscope.preprocess.estimate_background`); the \"flattening off\" rows are the same images "
+            "(`nucleoscope.background.estimate_background`); the \"flattening off\" rows are the same images "
             "with that step disabled.\n\n" + tab + "\n")
     print(text)
     if not args.no_write:

@@ -10,7 +10,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from nucleoscope import InputError  # noqa: E402
-from nucleoscope.models import DEFAULT_NUSET, MODELS_DIR, load_nuset, load_weights, model_paths, save_model, sha256_file  # noqa: E402
+from nucleoscope.models import DEFAULT_NUSET, MODELS_DIR, model_paths, sha256_file  # noqa: E402
+from nucleoscope.segment.nuset.weights import load_nuset, load_weights, save_model  # noqa: E402
 
 
 def test_save_load_roundtrip_and_hash(tmp_path):
@@ -64,3 +65,41 @@ def test_bundled_nuset_v5_is_small_verified_and_documented():
     # the model it replaced stays loadable by path, hash verified
     v4, v4_meta = load_nuset(MODELS_DIR / "ablation" / "nuset_v4")
     assert v4_meta["name"] == "nuset_v4" and v4.config.widths == net.config.widths
+
+
+def test_bare_name_resolves_only_in_the_package_not_the_working_directory(tmp_path, monkeypatch):
+    # a stray nuset_v5.safetensors in the working directory used to replace the bundled model
+    save_model(tmp_path / "nuset_v5", {"a": torch.zeros(3)}, {"model": "decoy", "name": "decoy"})
+    monkeypatch.chdir(tmp_path)
+    w, j = model_paths("nuset_v5")
+    assert w == MODELS_DIR / "nuset_v5.safetensors" and j == MODELS_DIR / "nuset_v5.json"
+    assert load_nuset("nuset_v5")[1]["name"] == "nuset_v5"
+    # the user's file is reached by an explicit path: a directory part or a suffix
+    for given in ("./nuset_v5", "nuset_v5.safetensors", "nuset_v5.json", tmp_path / "nuset_v5"):
+        w, _ = model_paths(given)
+        assert w.resolve() == (tmp_path / "nuset_v5.safetensors").resolve(), given
+    assert load_weights("./nuset_v5")[1]["name"] == "decoy"
+    with pytest.raises(InputError, match="not found"):
+        load_weights("no_such_model")  # a bare name is not looked up in the working directory either
+
+
+def test_model_identity_is_the_json_of_what_loads(tmp_path):
+    from nucleoscope.models import bundled_models, model_identity
+
+    ident = model_identity()
+    assert ident == model_identity(DEFAULT_NUSET) and ident["name"] == DEFAULT_NUSET
+    assert ident["sha256"] == sha256_file(MODELS_DIR / f"{DEFAULT_NUSET}.safetensors") == load_nuset()[1]["sha256"]
+    save_model(tmp_path / "m", {"a": torch.zeros(3)}, {"name": "m", "version": 2, "note": "not identity"})
+    assert model_identity(tmp_path / "m") == {"name": "m", "version": 2, "sha256": sha256_file(tmp_path / "m.safetensors")}
+    with pytest.raises(InputError, match="not found"):
+        model_identity(tmp_path / "absent")
+    assert DEFAULT_NUSET in bundled_models()
+
+
+def test_models_store_imports_neither_torch_nor_the_segmenters():
+    import subprocess
+    import sys
+
+    code = ("import sys, nucleoscope.models as m; m.model_identity(); m.model_paths('nuset_v5'); "
+            "sys.exit(1 if 'torch' in sys.modules or 'nucleoscope.segment' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

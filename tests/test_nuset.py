@@ -168,7 +168,7 @@ def test_training_smoke_loss_decreases_and_resumes(tmp_path):
     meta2 = train_nuset(samples, out_dir=tmp_path, model_config=mcfg, config=cfg2, device="cpu", resume=True,
                         tune=False)
     assert meta2["training"]["steps"] == 34
-    from nucleoscope.models import load_nuset
+    from nucleoscope.segment.nuset.weights import load_nuset
 
     net, m = load_nuset(tmp_path / "nuset")
     assert net.config.widths == (4, 8, 8, 8, 8) and not net.config.batchnorm
@@ -180,7 +180,7 @@ def test_relief_distance_tiebreak_cuts_at_the_neck():
     """On a saturated probability plateau the flat relief cuts two touching discs (radii 10 and 6 px,
     centres 16 px apart, neck at x = 30) half-way between the seeds (x = 28); the small distance
     transform term moves the cut to the neck."""
-    from nucleoscope.segment.nuset.infer import instances_from_maps
+    from nucleoscope.segment.nuset.instances import instances_from_maps
 
     yy, xx = np.mgrid[:40, :56]
     left = (yy - 20) ** 2 + (xx - 20) ** 2 <= 100
@@ -198,7 +198,7 @@ def test_relief_distance_tiebreak_cuts_at_the_neck():
     assert flat[1] < 0.93  # the cut at x = 28 gives the small disc 2 columns of the large one
     assert tie[0] > 0.99 and tie[1] > 0.98
 
-    from nucleoscope.models import load_nuset
+    from nucleoscope.segment.nuset.weights import load_nuset
     from nucleoscope.segment.nuset import Thresholds
 
     assert Thresholds(**load_nuset()[1]["thresholds"]).relief_dt == 0.01  # the bundled model uses it
@@ -347,7 +347,8 @@ def test_faint_shading_without_nuclei_stays_empty():
 
 
 def test_bad_input_and_tampered_model(tmp_path):
-    from nucleoscope.models import MODELS_DIR, load_nuset
+    from nucleoscope.models import MODELS_DIR
+    from nucleoscope.segment.nuset.weights import load_nuset
 
     with pytest.raises(InputError, match="2-D"):
         segment_nuset(np.zeros((4, 8, 8), np.float32))
@@ -489,7 +490,7 @@ def test_boundary_loss_prefers_the_right_map():
 
 
 def test_merge_weak_borders_joins_only_unsupported_cuts():
-    from nucleoscope.segment.nuset.infer import merge_weak_borders
+    from nucleoscope.segment.nuset.instances import merge_weak_borders
 
     lab = np.zeros((10, 30), np.int32)
     lab[2:8, 2:10], lab[2:8, 10:18], lab[2:8, 18:26] = 1, 2, 3
@@ -506,7 +507,7 @@ def test_merge_weak_borders_joins_only_unsupported_cuts():
 def test_boundary_relief_cuts_on_the_predicted_border():
     """Two seeds on one saturated plateau: the flooding meets where the boundary channel says, not
     half-way between the seeds."""
-    from nucleoscope.segment.nuset.infer import instances_from_maps
+    from nucleoscope.segment.nuset.instances import instances_from_maps
 
     prob = np.zeros((24, 48), np.float32)
     prob[4:20, 4:44] = 0.999
@@ -540,7 +541,7 @@ def test_init_adds_a_boundary_channel_without_changing_the_foreground():
 
 def test_training_with_boundary_channel_smoke(tmp_path):
     torch.set_num_threads(1)
-    from nucleoscope.models import load_nuset
+    from nucleoscope.segment.nuset.weights import load_nuset
     from nucleoscope.segment.nuset.train import TrainConfig, prepare_sample, train_nuset
     from nucleoscope.synth import nuclei_field
 
@@ -668,7 +669,7 @@ def test_bundled_boundary_channel_on_unseen_dsb_sample(shared_data):
     0.825 / 0.733)."""
     import tifffile
 
-    from nucleoscope.models import load_nuset
+    from nucleoscope.segment.nuset.weights import load_nuset
 
     d = shared_data / "stardist_pkg_dsb2018_sample" / "train"
     name = sorted((d / "images").glob("*.tif"))[0].name
@@ -680,3 +681,46 @@ def test_bundled_boundary_channel_on_unseen_dsb_sample(shared_data):
     off_lab, _ = segment_nuset(im, model=(net, off), device="cpu")
     assert match(gt, on_lab, thresh=0.5).f1 >= 0.89
     assert match(gt, on_lab, thresh=0.7).f1 >= match(gt, off_lab, thresh=0.7).f1 + 0.02
+
+
+def test_model_cache_is_a_bounded_lru():
+    from nucleoscope.models import MODELS_DIR
+    from nucleoscope.segment.nuset import weights
+
+    cpu = torch.device("cpu")
+    v1, v2, v3 = (str(MODELS_DIR / "ablation" / f"nuset_v{k}") for k in (1, 2, 3))
+    saved = weights._CACHE.copy()
+    weights._CACHE.clear()
+    try:
+        first = weights._get_model(v1, cpu)
+        assert weights._get_model(v1, cpu) is first  # cached: the same network object
+        weights._get_model(v2, cpu)
+        weights._get_model(v1, cpu)  # v1 is now the most recently used
+        weights._get_model(v3, cpu)  # evicts v2, the least recently used
+        assert weights.CACHE_SIZE == 2 and [k[0] for k in weights._CACHE] == [v1, v3]
+    finally:
+        weights._CACHE.clear()
+        weights._CACHE.update(saved)
+
+
+@pytest.mark.parametrize("boundary", [False, True])
+def test_predict_maps_tiles_as_before_the_move_to_nucleoscope_tiling(boundary):
+    """predict_maps' tiles (now nucleoscope.tiling's grid layout) give the numbers of its old tiler."""
+    from test_tiling import _old_nuset_tiler
+
+    from nucleoscope.segment.nuset.predict import _forward, predict_maps
+
+    torch.manual_seed(0)
+    net = NusetNet(NusetConfig(widths=(4, 8, 8, 8, 8), batchnorm=False, boundary=boundary)).eval()
+    x = np.random.default_rng(1).normal(size=(203, 330)).astype(np.float32)
+    xp = np.pad(x, ((0, 5), (0, 6)), mode="reflect")  # predict_maps pads to multiples of 16
+    with torch.inference_mode():
+        maps, cls, box = _old_nuset_tiler(lambda t: _forward(net, t, torch.device("cpu")), xp, (64, 20),
+                                          net.config.stride)
+    prob, cls2, box2, bnd = predict_maps(net, x, tile=(64, 20))
+    np.testing.assert_array_equal(prob, maps[0, :203, :330])
+    np.testing.assert_array_equal(cls2, cls)
+    np.testing.assert_array_equal(box2, box)
+    assert (bnd is None) == (not boundary)
+    if boundary:
+        np.testing.assert_array_equal(bnd, maps[1, :203, :330])

@@ -9,9 +9,9 @@ import pytest
 from skimage.draw import disk, ellipse
 
 from nucleoscope import InputError
+from nucleoscope.background import estimate_background
 from nucleoscope.preprocess import (
     equalize,
-    estimate_background,
     estimate_diameter,
     foreground_normalize,
     gaussian_blur,

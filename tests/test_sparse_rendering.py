@@ -1,4 +1,4 @@
-"""Sparse-rendering detection and diameter estimation (preprocess.sparse_rendering_fraction /
+"""Sparse-rendering detection and diameter estimation (segment.sizing.sparse_rendering_fraction /
 estimate_diameter_sparse) against exact synthetic truth and the bundled wide-field images."""
 
 from pathlib import Path
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tifffile
 
-from nucleoscope.preprocess import (SPARSE_RENDERING_THRESHOLD, estimate_diameter,
-                                    estimate_diameter_sparse, sparse_rendering_fraction)
+from nucleoscope.preprocess import estimate_diameter
+from nucleoscope.segment.sizing import SPARSE_RENDERING_THRESHOLD, estimate_diameter_sparse, sparse_rendering_fraction
 from nucleoscope.synth import nuclei_field, storm_field
 
 DATA = Path(__file__).resolve().parents[1] / "src" / "nucleoscope" / "data"

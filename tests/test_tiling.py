@@ -129,6 +129,118 @@ def test_predict_tiled_multichannel_and_shape_errors():
         predict_tiled(image[0], lambda x: x[:-1], TilingConfig(tile=40, overlap=10))
 
 
+# ------------------------------------------------------------------------------------ grid layout, strided outputs
+
+def _old_nuset_tiler(predict3, xp, tile, s):
+    """Copy of nucleoscope.segment.nuset.infer._predict_tiled before the move to nucleoscope.tiling: a
+    16-px-aligned core grid with margins, maps at stride 1, two outputs at stride ``s``."""
+    H, W = xp.shape
+    core, margin = tile
+    core, margin = -(-core // 16) * 16, -(-margin // 16) * 16
+    p0, c0, b0 = predict3(xp[:16, :16])
+    maps = np.zeros((p0.shape[0], H, W), np.float32)
+    cls = np.zeros((c0.shape[0], H // s, W // s), np.float32)
+    box = np.zeros((b0.shape[0], H // s, W // s), np.float32)
+    for y0 in range(0, H, core):
+        for x0 in range(0, W, core):
+            y1, x1 = min(y0 + core, H), min(x0 + core, W)
+            ya, xa = max(y0 - margin, 0), max(x0 - margin, 0)
+            yb, xb = min(y1 + margin, H), min(x1 + margin, W)
+            p, c, b = predict3(xp[ya:yb, xa:xb])
+            maps[:, y0:y1, x0:x1] = p[:, y0 - ya:y1 - ya, x0 - xa:x1 - xa]
+            sl = (slice(None), slice((y0 - ya) // s, (y1 - ya) // s), slice((x0 - xa) // s, (x1 - xa) // s))
+            cls[:, y0 // s:y1 // s, x0 // s:x1 // s] = c[sl]
+            box[:, y0 // s:y1 // s, x0 // s:x1 // s] = b[sl]
+    return maps, cls, box
+
+
+def _window_dependent(x, s=8):
+    """Three outputs (2 channels at stride 1, 3 and 12 channels at stride ``s``) that depend on the whole
+    window (its mean and size), so any difference in windows shows in the numbers. Like NuSeT's
+    ``_forward`` it works on a contiguous copy (a strided view's mean rounds differently)."""
+    x = np.ascontiguousarray(x, np.float32)
+    h, w = x.shape
+    ctx = np.float32(x.mean() + 1e-3 * h - 1e-4 * w)
+    p = np.stack([_local_filter(x, 2).astype(np.float32) + ctx, x * ctx])
+    pooled = x.reshape(h // s, s, w // s, s).mean(axis=(1, 3))
+    return p, np.stack([pooled * k + ctx for k in range(3)]), np.stack([pooled - k * ctx for k in range(12)])
+
+
+@pytest.mark.parametrize("shape,tile", [((304, 416), (64, 16)), ((528, 272), (100, 30)), ((96, 704), (128, 32)),
+                                        ((1024, 1040), (256, 48)), ((48, 48), (16, 0)), ((160, 32), (24, 8))])
+def test_grid_layout_reproduces_the_old_nuset_tiler(shape, tile):
+    from nucleoscope.segment.nuset.predict import tiling_config
+
+    xp = np.random.default_rng(sum(shape)).random(shape).astype(np.float32)
+    old = _old_nuset_tiler(_window_dependent, xp, tile, 8)
+    new = predict_tiled(xp, _window_dependent, tiling_config(tile), strides=(1, 8, 8))
+    assert len(new) == 3
+    for a, b in zip(old, new):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_array_equal(a, b)
+
+
+def test_grid_layout_windows_and_cores():
+    cfg = TilingConfig(tile=96, overlap=32, layout="grid")  # cores of 64 px, 16 px of context
+    tiles = list(iter_tiles((150, 64), cfg))
+    assert [(t.window[0], t.core[0]) for t in tiles] == [
+        (slice(0, 80), slice(0, 64)), (slice(48, 144), slice(64, 128)), (slice(112, 150), slice(128, 150))]
+    assert all(t.window[1] == slice(0, 64) and t.core[1] == slice(0, 64) for t in tiles)
+    assert [t.interior for t in tiles] == [(False, True, False, False), (True, True, False, False),
+                                           (True, False, False, False)]
+    with pytest.raises(ValueError, match="layout"):
+        TilingConfig(layout="even")
+
+
+@pytest.mark.parametrize("tile,overlap", CONFIGS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_grid_layout_partitions_the_image(shape, tile, overlap):
+    cover = np.zeros(shape, int)
+    for t in iter_tiles(shape, TilingConfig(tile=tile, overlap=overlap, layout="grid")):
+        cover[t.core] += 1
+        (wy, wx), (cy, cx) = t.window, t.core
+        assert wy.stop - wy.start <= tile and wx.stop - wx.start <= tile
+        # every core keeps overlap // 2 px from the window's edges inside the image
+        for lo, hi, c_lo, c_hi, n in ((wy.start, wy.stop, cy.start, cy.stop, shape[0]),
+                                      (wx.start, wx.stop, cx.start, cx.stop, shape[1])):
+            assert lo == 0 or c_lo - lo == overlap // 2
+            assert hi == n or hi - c_hi == overlap // 2
+    assert (cover == 1).all()
+
+
+@pytest.mark.parametrize("shape,tile,overlap,radius", [((160, 176), 64, 16, 8), ((48, 320), 96, 32, 16),
+                                                       ((32, 40), 64, 16, 4)])
+def test_strided_outputs_tiled_equal_untiled_for_local_predictor(shape, tile, overlap, radius):
+    """A local predictor whose coarse outputs pool 8 x 8 cells: tiled == untiled when windows are aligned."""
+    image = np.random.default_rng(4).random(shape)
+
+    def fn(x):
+        fine = _local_filter(x, radius).astype(np.float32)
+        h, w = x.shape
+        return fine[None], fine.reshape(h // 8, 8, w // 8, 8).max(axis=(1, 3))[None]
+
+    tiled = predict_tiled(image, fn, TilingConfig(tile=tile, overlap=overlap, layout="grid"), strides=(1, 8))
+    whole = fn(image)
+    assert tiled[0].shape == (1, *shape) and tiled[1].shape == (1, shape[0] // 8, shape[1] // 8)
+    for a, b in zip(tiled, whole):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_strided_outputs_need_aligned_tiles():
+    image = np.zeros((100, 120), np.float32)
+
+    def fn(x):
+        return x[None], x[::4, ::4][None]
+
+    with pytest.raises(ValueError, match="multiples of 4"):  # the spread layout's starts are not aligned
+        predict_tiled(image, fn, TilingConfig(tile=64, overlap=16), strides=(1, 4))
+    with pytest.raises(ValueError, match="outputs"):
+        predict_tiled(image, lambda x: (x[None],), TilingConfig(tile=64, overlap=16, layout="grid"), strides=(1, 4))
+    with pytest.raises(ValueError, match="stride 4"):
+        predict_tiled(image, lambda x: (x[None], x[None]), TilingConfig(tile=64, overlap=16, layout="grid"),
+                      strides=(1, 4))
+
+
 # ------------------------------------------------------------------------------------ segment_tiled
 
 def _discs(shape, n, rmin, rmax, rng, gap=2):

@@ -14,16 +14,17 @@ Normalization is always an explicit, named step (nothing here rescales intensiti
   was trained at and map the labels back (the STORM paper's downscale-segment-upscale);
   :func:`estimate_diameter` and :func:`rescale_for_diameter` pick the factor automatically;
 - :func:`gaussian_blur` and :func:`equalize` are the STORM paper's optional contrast steps;
-- :func:`estimate_background` fits a smooth (polynomial) background under the nuclei, for uneven
-  illumination (a ramp, vignetting) that would otherwise bias thresholds and noise estimates;
 - :func:`pad_to_multiple` pads to sizes a 4-level U-Net accepts (multiples of 16).
+
+The background fit under uneven illumination lives in :mod:`nucleoscope.background`, the sizing of
+sparse (STORM) renderings in :mod:`nucleoscope.segment.sizing`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable, Literal, NamedTuple
+from typing import Any, Callable, Literal
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -39,16 +40,9 @@ __all__ = [
     "pad_to_multiple",
     "gaussian_blur",
     "equalize",
-    "estimate_background",
-    "fit_background",
-    "evaluate_background",
-    "BackgroundFit",
     "estimate_diameter",
     "rescale_for_diameter",
     "segment_rescaled",
-    "SPARSE_RENDERING_THRESHOLD",
-    "sparse_rendering_fraction",
-    "estimate_diameter_sparse",
 ]
 
 log = logging.getLogger(__name__)
@@ -629,197 +623,16 @@ def segment_rescaled(image: np.ndarray, segment_fn: Callable[[np.ndarray], Any],
 
 
 # --------------------------------------------------------------------------------------------------
-# Sparse renderings (STORM / single-molecule localisation images)
+# Helpers shared with nucleoscope.background and nucleoscope.segment.sizing
 # --------------------------------------------------------------------------------------------------
 
-#: :func:`sparse_rendering_fraction` above this marks a localisation rendering. Measured (sigma 4 px on
-#: the <= 512 px subsample, foreground eroded by 4 px): 0 on all 207 shared wide-field images
-#: (bbbc039, kromp2020_sbsst265, koyuncu_hepg2_huh7_hoechst, stardist_pkg_dsb2018_sample; max 1e-4) and
-#: the 3 bundled ones; 0.024 / 0.29 / 0.18 on the real STORM images Cell1 / Cell2 / Tissue1 (Cell1 is
-#: dense: only 8 % of its truth-mask pixels are 0); >= 0.04 on default-density ``storm_field`` renderings.
-SPARSE_RENDERING_THRESHOLD = 0.01
-
-_SPARSE_SIDE = 512  # side (px) of the subsample / downsampled copy the sparse functions work on
-_SPARSE_FG_SIGMA = 4.0  # blur (subsample px) that fills a nucleus's point cloud into one foreground blob
-# blur series for the diameter (copy px): 2^(n/3) from 2 to 16; finer than doubling because the right
-# blur spans a factor of ~1.5 only
-_SPARSE_SIGMAS = tuple(2.0 ** (n / 3.0) for n in range(3, 13))
-_SPARSE_K = 6.0  # blobs at least this many blur sigmas across are nuclei, not blurred speckle
-
-
 def _otsu_fg(x: np.ndarray) -> np.ndarray:
+    """Otsu foreground of ``x`` (bool, same shape); all False for a constant image."""
     from skimage.filters import threshold_otsu
 
     if float(x.max()) <= float(x.min()):
         return np.zeros(x.shape, bool)
     return x > threshold_otsu(x)
-
-
-def sparse_rendering_fraction(image: np.ndarray) -> float:
-    """Fraction of foreground pixels that sit exactly at the image minimum (0 for wide-field images).
-
-    A localisation (STORM/PALM) rendering is a histogram of points: even inside a nucleus many pixels
-    hold no localisation and are exactly at the minimum (0), whereas a wide-field image's nuclei sit
-    well above its background. Compare with :data:`SPARSE_RENDERING_THRESHOLD`.
-
-    Parameters
-    ----------
-    image : ndarray, (Y, X)
-        Any real dtype.
-
-    Returns
-    -------
-    float
-        In [0, 1]. 0 for a constant image or an empty foreground.
-
-    Notes
-    -----
-    Computed on a strided subsample (every ``ceil(max(Y, X) / 512)``-th pixel; no interpolation, which
-    would lift the exact minima), so it costs a few milliseconds even on a 10240 x 10240 image; the
-    minimum is that of the subsample. Foreground = Otsu mask of the subsample blurred with sigma 4 px,
-    eroded by 4 px so that a blur spilling over a nucleus's edge into a background clipped at 0 (some
-    wide-field sets) is not counted.
-    """
-    arr = np.asarray(image)
-    if arr.ndim != 2 or arr.size == 0:
-        raise InputError(f"image must be 2-D (Y, X) and non-empty, got shape {arr.shape}")
-    step = max(1, -(-max(arr.shape) // _SPARSE_SIDE))
-    sub = _as_float(arr[::step, ::step])
-    fg = _otsu_fg(ndi.gaussian_filter(sub, _SPARSE_FG_SIGMA, mode="reflect"))
-    fg = ndi.distance_transform_edt(fg) > _SPARSE_FG_SIGMA
-    if not fg.any():
-        return 0.0
-    return float(np.count_nonzero(sub[fg] == sub.min()) / np.count_nonzero(fg))
-
-
-def _unit_coords(n: int, centres: np.ndarray | None = None) -> np.ndarray:
-    """Pixel coordinates (or the given pixel ``centres``) along an axis of ``n`` px, scaled to [-1, 1]."""
-    c = np.arange(n, dtype=np.float64) if centres is None else np.asarray(centres, np.float64)
-    return c * (2.0 / (n - 1)) - 1.0 if n > 1 else np.zeros_like(c)
-
-
-def _poly_terms(order: int) -> list[tuple[int, int]]:
-    """Exponents ``(i, j)`` of the monomials ``y**i * x**j`` with ``i + j <= order``."""
-    return [(i, j) for i in range(order + 1) for j in range(order + 1 - i)]
-
-
-class BackgroundFit(NamedTuple):
-    """Result of :func:`fit_background`."""
-
-    coef: np.ndarray      #: (n_terms,) float64, one per monomial ``y**i * x**j`` (``i + j <= order``)
-    mask: np.ndarray      #: (h, w) bool, the last round's foreground (Otsu split of the residual)
-    residual: np.ndarray  #: (h, w) float32, the image minus the surface
-
-
-def fit_background(small: np.ndarray, y: np.ndarray, x: np.ndarray, *, order: int = 2,
-                   iterations: int = 3) -> BackgroundFit:
-    """Polynomial background of a (small) image: alternate an Otsu split of the residual with a
-    least-squares fit to the background pixels, ``iterations`` rounds.
-
-    Parameters
-    ----------
-    small : ndarray, (h, w)
-        Usually a reduced copy of the image (noise averaged, nuclei still resolved).
-    y, x : ndarray, (h,) and (w,)
-        The copy's row and column centres in the full image's coordinates scaled to [-1, 1] (see
-        :func:`evaluate_background`), so the surface can be evaluated on the full grid.
-    order, iterations : int
-        See :func:`estimate_background`.
-
-    Returns
-    -------
-    BackgroundFit
-    """
-    terms = _poly_terms(order)
-    basis = np.stack([np.outer(y ** i, x ** j).ravel() for i, j in terms], axis=1)  # (h*w, n_terms)
-    values = np.asarray(small, np.float64).ravel()
-    coef = np.zeros(len(terms))
-    for _ in range(max(1, iterations)):
-        resid = values - basis @ coef
-        mask = _otsu_fg(resid.reshape(small.shape).astype(np.float32))
-        # a 1 px margin: the rims of nuclei (and blocks that average nucleus and background) are not background
-        bg = np.flatnonzero(~ndi.binary_dilation(mask).ravel())
-        if bg.size < 10 * len(terms):  # too little background to fit: keep the last surface
-            break
-        # Otsu of a residual also leaves debris and the dim rims of nuclei in the background: fit to its
-        # central 96% so those few bright pixels do not lift the surface
-        r = resid[bg]
-        lo, hi = np.percentile(r, [2, 98])
-        keep = bg[(r >= lo) & (r <= hi)]
-        a = basis[keep]
-        # normal equations: a 6x6 solve, 10x faster than an SVD-based lstsq here, and well conditioned
-        # because the coordinates are scaled to [-1, 1]
-        try:
-            coef = np.linalg.solve(a.T @ a, a.T @ values[keep])
-        except np.linalg.LinAlgError:  # degenerate grid (a single row or column): minimum-norm solution
-            coef = np.linalg.lstsq(a, values[keep], rcond=None)[0]
-    resid = (values - basis @ coef).reshape(small.shape).astype(np.float32)
-    return BackgroundFit(coef, _otsu_fg(resid), resid)
-
-
-def evaluate_background(coef: np.ndarray, shape: tuple[int, int], *, order: int = 2) -> np.ndarray:
-    """The polynomial surface of :func:`fit_background` on the full ``shape`` grid; (Y, X) float32."""
-    y, x = _unit_coords(shape[0]), _unit_coords(shape[1])
-    out = np.zeros(shape, np.float32)
-    for c, (i, j) in zip(coef, _poly_terms(order)):
-        if c != 0:  # one rank-1 term at a time: no (terms, Y, X) stack for a huge image
-            out += np.outer(c * y ** i, x ** j).astype(np.float32)
-    return out
-
-
-def estimate_background(image: np.ndarray, *, order: int = 2, side: int = 256,
-                        iterations: int = 3) -> np.ndarray:
-    """Smooth background under the nuclei: a polynomial surface fitted to the non-nucleus pixels.
-
-    Uneven illumination (a ramp across a wide-field image, vignetting, a stitched tile's shading) lifts
-    the background on one side above the nuclei on the other, so a single threshold fails there and
-    the background's spread overstates the noise. Subtracting this surface flattens the image.
-
-    Parameters
-    ----------
-    image : ndarray, (Y, X)
-    order : int
-        Polynomial degree (2: ramps and centred or off-centre vignetting). A surface this smooth cannot
-        follow nuclei, so none are subtracted away.
-    side : int
-        The fit runs on block means of the image at most ~this many px on the long side (noise averaged,
-        nuclei still resolved); the surface is then evaluated at full resolution.
-    iterations : int
-        Rounds of (Otsu split of the residual, least-squares fit to the background pixels).
-
-    Returns
-    -------
-    ndarray, (Y, X) float32
-        The background, in the image's units: ``image - estimate_background(image)`` has a flat
-        background around 0.
-
-    Notes
-    -----
-    Unlike a rolling ball or a large median filter this needs no radius (no nucleus size) and cannot
-    hollow out a dense clump of nuclei; it follows only illumination that varies slowly across the
-    whole field.
-
-    Examples
-    --------
-    >>> yy, xx = np.mgrid[:64, :96]
-    >>> img = (100 + 2.0 * xx + 500.0 * (np.hypot(yy - 32, xx - 48) < 8)).astype(np.float32)
-    >>> bg = estimate_background(img)
-    >>> bool(np.abs(bg - (100 + 2.0 * xx)).max() < 1.0)
-    True
-    """
-    arr = _as_float(image)
-    _check_2d(arr)
-    if order < 0:
-        raise ValueError(f"order must be >= 0, got {order}")
-    step = max(1, int(round(max(arr.shape) / side)))
-    if min(arr.shape) < 2 * step:
-        step = 1
-    small = _block_mean(arr, step)
-    # block i covers rows i*step .. i*step + step - 1: its centre in full-image pixels
-    y = _unit_coords(arr.shape[0], np.arange(small.shape[0]) * step + (step - 1) / 2)
-    x = _unit_coords(arr.shape[1], np.arange(small.shape[1]) * step + (step - 1) / 2)
-    fit = fit_background(small, y, x, order=order, iterations=iterations)
-    return evaluate_background(fit.coef, arr.shape, order=order)
 
 
 def _block_mean(arr: np.ndarray, step: int) -> np.ndarray:
@@ -831,71 +644,3 @@ def _block_mean(arr: np.ndarray, step: int) -> np.ndarray:
     for i in range(step):  # row by row: no full-size float copy of a huge image
         out += arr[i:h:step, :w]
     return out.reshape(h // step, w // step, step).mean(axis=2) / np.float32(step)
-
-
-def _inscribed_diameter(mask: np.ndarray) -> float:
-    """2 x median largest inscribed radius over components (radius >= 1.5 px) x 1.15; NaN if none.
-
-    The same estimate as the NuSeT coarse pass: the inscribed circle of a clump is still one nucleus,
-    and 1.15 turns the minor-axis diameter of a typical elongated nucleus into an area-equivalent one.
-    """
-    lab, n = ndi.label(mask)
-    if n == 0:
-        return float("nan")
-    r = np.asarray(ndi.maximum(ndi.distance_transform_edt(mask), lab, index=np.arange(1, n + 1)))
-    r = r[r >= 1.5]
-    return float(2 * np.median(r) * 1.15) if r.size else float("nan")
-
-
-def estimate_diameter_sparse(image: np.ndarray) -> float:
-    """Typical nucleus diameter (px of ``image``) in a sparse localisation rendering.
-
-    The Otsu mask of a point-cloud rendering is speckle (clusters of localisations), so the usual
-    estimate reports the speckle size. Blurring first turns each nucleus's cloud into a blob, but the
-    blur must fit the image: too little leaves speckle, too much merges neighbours.
-
-    Parameters
-    ----------
-    image : ndarray, (Y, X)
-        A rendering for which :func:`sparse_rendering_fraction` exceeds
-        :data:`SPARSE_RENDERING_THRESHOLD` (on a wide-field image use the ordinary estimate).
-
-    Returns
-    -------
-    float
-        Equivalent diameter (px of the input), median over nuclei; NaN when nothing stands out.
-
-    Notes
-    -----
-    Works on a block-mean copy of <= 512 px (area averaging keeps the localisation density). For each
-    blur sigma in 2, 2.5, 3.2, ..., 16 copy px (steps of 2^(1/3)) the Otsu mask of the blurred copy gives
-    a diameter d(sigma), the geometric mean of the median inscribed-circle diameter (x 1.15) and
-    :func:`estimate_diameter` (equivalent diameter, clumps split). Thresholded blurred speckle is ~4-5
-    sigma across, so d ~ 4-5 sigma while the blur is too small; once the clouds fuse into nuclei, d
-    jumps to the nucleus size D and stays there while sigma grows, so d / sigma falls as D / sigma.
-    The rule: take the **largest sigma with d >= 6 sigma**, the widest blur that still leaves the blobs
-    much larger than the blur (the end of the nucleus plateau, where the masks are the most solid), and
-    return :func:`estimate_diameter` of that mask. If no sigma qualifies, the sigma with the largest
-    d / sigma is used. Tuned on ``storm_field`` renderings (D 30-150 px, sparse to dense, fragmented,
-    with noise regions): within 25 % of the truth on 24 of 28, median error 7 %.
-    Nuclei below ~12 px in the copy (e.g. 100 px nuclei in a 5000 px frame) are beyond its range.
-    """
-    arr = np.asarray(image)
-    if arr.ndim != 2 or arr.size == 0:
-        raise InputError(f"image must be 2-D (Y, X) and non-empty, got shape {arr.shape}")
-    step = max(1, -(-max(arr.shape) // _SPARSE_SIDE))
-    small = _block_mean(arr, step)
-    best, best_ratio = float("nan"), -1.0
-    for sigma in reversed(_SPARSE_SIGMAS):  # largest first: stop at the first that qualifies
-        mask = _otsu_fg(ndi.gaussian_filter(small, sigma, mode="reflect"))
-        if not mask.any() or mask.all():
-            continue
-        d_eq = estimate_diameter(mask)
-        d_sel = math.sqrt(_inscribed_diameter(mask) * d_eq)
-        if not np.isfinite(d_sel):
-            continue
-        if d_sel >= _SPARSE_K * sigma:
-            return float(d_eq * step)
-        if d_sel / sigma > best_ratio:
-            best, best_ratio = float(d_eq * step), d_sel / sigma
-    return best

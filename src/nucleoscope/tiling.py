@@ -13,10 +13,16 @@ Two entry points, both with memory bounded by the tile size (plus the output arr
   overlap (bounding box < overlap along both axes) and a segmenter that decides each object from its
   neighbourhood, the result equals untiled segmentation.
 
-Tile layout (per axis): ``n = ceil((size - overlap) / (tile - overlap))`` tiles of exactly ``tile`` px
-(the whole axis when it is shorter), their starts spread evenly from 0 to ``size - tile`` so that
-neighbours overlap by at least ``overlap`` px; the core boundary between two neighbours is the middle of
-their overlap. The STORM paper's setting, 512 px tiles with 128 px overlap, is the default.
+Tile layouts (per axis), :attr:`TilingConfig.layout`:
+
+- ``"spread"`` (the default): ``n = ceil((size - overlap) / (tile - overlap))`` tiles of exactly ``tile`` px
+  (the whole axis when it is shorter), their starts spread evenly from 0 to ``size - tile`` so that
+  neighbours overlap by at least ``overlap`` px; the core boundary between two neighbours is the middle of
+  their overlap. The STORM paper's setting, 512 px tiles with 128 px overlap, is the default.
+- ``"grid"``: cores of ``tile - overlap`` px on a fixed grid from the origin (the last one shorter), each
+  window its core grown by ``overlap // 2`` px on every side, clipped to the image. With core and margin
+  multiples of ``k`` every window and core starts on a multiple of ``k``: what a U-Net that pools ``k``
+  px (NuSeT: 16) and a predictor with outputs at a coarser stride need (``predict_tiled(strides=...)``).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -55,12 +61,17 @@ class TilingConfig:
         :func:`segment_tiled`: an object is considered by a tile when its centre lies within ``slack`` px
         of the tile's core (default ``overlap // 4``), so a nucleus whose centre the two tiles place on
         different sides of their core boundary is still found; the duplicates are matched and kept once.
+    layout : {"spread", "grid"}
+        Where the tiles go (module docstring): ``"spread"``, tiles of exactly ``tile`` px spread evenly
+        over each axis; ``"grid"``, cores of ``tile - overlap`` px on a fixed grid from the origin, windows
+        grown by ``overlap // 2`` px, so tile bounds are aligned to the core and margin sizes.
     """
 
     tile: int = 512
     overlap: int = 128
     match_frac: float = 0.5
     slack: int | None = None
+    layout: Literal["spread", "grid"] = "spread"
 
     def __post_init__(self) -> None:
         if isinstance(self.tile, bool) or int(self.tile) != self.tile or self.tile < 1:
@@ -71,6 +82,8 @@ class TilingConfig:
             raise ValueError(f"match_frac must be in (0, 1], got {self.match_frac!r}")
         if self.slack is not None and (int(self.slack) != self.slack or self.slack < 0):
             raise ValueError(f"slack must be a non-negative integer or None, got {self.slack!r}")
+        if self.layout not in ("spread", "grid"):
+            raise ValueError(f"layout must be 'spread' or 'grid', got {self.layout!r}")
 
     @property
     def margin(self) -> int:
@@ -122,6 +135,13 @@ def _axis_layout(size: int, tile: int, overlap: int) -> list[tuple[int, int, int
     return out
 
 
+def _grid_axis_layout(size: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
+    """(start, stop, core_start, core_stop) along one axis in the ``"grid"`` layout."""
+    core, margin = tile - overlap, overlap // 2
+    return [(max(c0 - margin, 0), min(c0 + core + margin, size), c0, min(c0 + core, size))
+            for c0 in range(0, size, core)]
+
+
 def iter_tiles(shape: tuple[int, ...], config: TilingConfig = TilingConfig()) -> Iterator[Tile]:
     """Tiles covering the last two axes of an array of ``shape``, in raster order.
 
@@ -134,27 +154,31 @@ def iter_tiles(shape: tuple[int, ...], config: TilingConfig = TilingConfig()) ->
     Yields
     ------
     Tile
-        Windows of ``config.tile`` px (or the whole axis when shorter), neighbours overlapping by at
-        least ``config.overlap`` px; cores partition the image.
+        Windows of at most ``config.tile`` px (``"spread"``: exactly, or the whole axis when shorter),
+        neighbours overlapping by at least ``config.overlap`` px (``"grid"``: ``2 * (overlap // 2)``);
+        cores partition the image.
 
     Examples
     --------
     >>> [t.window for t in iter_tiles((10, 700), TilingConfig(tile=512, overlap=128))]
     [(slice(0, 10, None), slice(0, 512, None)), (slice(0, 10, None), slice(188, 700, None))]
+    >>> [(t.window[1], t.core[1]) for t in iter_tiles((10, 700), TilingConfig(tile=512, overlap=128, layout="grid"))]
+    [(slice(0, 448, None), slice(0, 384, None)), (slice(320, 700, None), slice(384, 700, None))]
     """
     if len(shape) < 2 or shape[-1] < 1 or shape[-2] < 1:
         raise InputError(f"need an array with non-empty last two axes (Y, X), got shape {tuple(shape)}")
     ny, nx = int(shape[-2]), int(shape[-1])
-    rows = _axis_layout(ny, config.tile, config.overlap)
-    cols = _axis_layout(nx, config.tile, config.overlap)
+    layout = _grid_axis_layout if config.layout == "grid" else _axis_layout
+    rows = layout(ny, config.tile, config.overlap)
+    cols = layout(nx, config.tile, config.overlap)
     for y0, y1, cy0, cy1 in rows:
         for x0, x1, cx0, cx1 in cols:
             yield Tile(window=(slice(y0, y1), slice(x0, x1)), core=(slice(cy0, cy1), slice(cx0, cx1)),
                        interior=(y0 > 0, y1 < ny, x0 > 0, x1 < nx))
 
 
-def predict_tiled(image: Any, predict_fn: Callable[[np.ndarray], np.ndarray],
-                  config: TilingConfig = TilingConfig(), *, n_out: int = 1) -> np.ndarray:
+def predict_tiled(image: Any, predict_fn: Callable[[np.ndarray], Any], config: TilingConfig = TilingConfig(),
+                  *, n_out: int = 1, strides: Sequence[int] | None = None) -> np.ndarray | tuple[np.ndarray, ...]:
     """Run a dense predictor tile by tile, keeping each tile's core.
 
     Parameters
@@ -166,18 +190,28 @@ def predict_tiled(image: Any, predict_fn: Callable[[np.ndarray], np.ndarray],
         ``predict_fn(tile) -> scores`` with ``tile`` of shape ``(..., h, w)`` and ``scores`` of shape
         ``(h, w)`` when ``n_out == 1`` (a leading axis of length 1 is accepted too) or
         ``(n_out, h, w)``. It must accept any tile size up to ``config.tile`` (pad internally if it
-        needs multiples of 16, e.g. with :func:`nucleoscope.preprocess.pad_to_multiple`).
+        needs multiples of 16, e.g. with :func:`nucleoscope.preprocess.pad_to_multiple`). With
+        ``strides``: a sequence of ``len(strides)`` arrays, output ``i`` of shape
+        ``(c_i, h // strides[i], w // strides[i])`` (``c_i`` as the first tile gives it).
     config : TilingConfig
     n_out : int
-        Number of output channels.
+        Number of output channels (single-output form, without ``strides``).
+    strides : sequence of int, optional
+        Several outputs, each at its own stride (px of the input per output pixel), e.g. ``(1, 8, 8)``
+        for a probability map and two region-proposal maps. With a stride ``s > 1`` the image size and
+        every tile's window and core bounds must be multiples of ``s`` (``layout="grid"`` with core and
+        ``overlap // 2`` multiples of ``s``).
 
     Returns
     -------
-    ndarray, float32
-        ``(Y, X)`` when ``n_out == 1``, else ``(n_out, Y, X)``. Equal to ``predict_fn(image)`` when the
-        predictor's value at a pixel depends only on input within ``config.overlap // 2`` px of it (and
-        the predictor treats the image border the same whatever the image size).
+    ndarray or tuple of ndarray, float32
+        ``(Y, X)`` when ``n_out == 1``, else ``(n_out, Y, X)``; with ``strides``, a tuple of
+        ``(c_i, Y // s_i, X // s_i)``. Equal to ``predict_fn(image)`` when the predictor's value at a
+        pixel depends only on input within ``config.overlap // 2`` px of it (and the predictor treats the
+        image border the same whatever the image size).
     """
+    if strides is not None:
+        return _predict_tiled_strided(image, predict_fn, config, tuple(int(s) for s in strides))
     if int(n_out) < 1:
         raise ValueError(f"n_out must be >= 1, got {n_out}")
     shape = tuple(image.shape)
@@ -195,6 +229,40 @@ def predict_tiled(image: Any, predict_fn: Callable[[np.ndarray], np.ndarray],
                              f"expected {(n_out, h, w) if n_out > 1 else (h, w)}")
         out[(slice(None), *t.core)] = scores[(slice(None), *t.core_in_window)]
     return out[0] if n_out == 1 else out
+
+
+def _predict_tiled_strided(image: Any, predict_fn: Callable[[np.ndarray], Sequence[np.ndarray]],
+                           config: TilingConfig, strides: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+    """:func:`predict_tiled` with several outputs, output ``i`` at stride ``strides[i]``."""
+    if not strides or min(strides) < 1:
+        raise ValueError(f"strides must be positive integers, got {strides}")
+    shape = tuple(image.shape)
+    ny, nx = shape[-2:]
+    tiles = list(iter_tiles(shape, config))
+    for s in set(strides) - {1}:
+        bounds = [ny, nx] + [b for t in tiles for sl in (*t.window, *t.core) for b in (sl.start, sl.stop)]
+        if any(b % s for b in bounds):
+            raise ValueError(f"a stride of {s} px needs the image size {(ny, nx)} and every tile bound to be "
+                             f"multiples of {s}; use layout='grid' with core and overlap // 2 multiples of {s}")
+    outs: list[np.ndarray] | None = None
+    for t in tiles:
+        tile = np.ascontiguousarray(image[(..., *t.window)])
+        result = [np.asarray(r) for r in predict_fn(tile)]
+        h, w = tile.shape[-2:]
+        if len(result) != len(strides):
+            raise ValueError(f"predict_fn returned {len(result)} outputs, expected {len(strides)} (one per stride)")
+        if outs is None:  # channel counts from the first tile
+            if any(r.ndim != 3 for r in result):
+                raise ValueError(f"predict_fn must return (channels, h, w) arrays, got shapes {[r.shape for r in result]}")
+            outs = [np.empty((r.shape[0], ny // s, nx // s), np.float32) for r, s in zip(result, strides)]
+        for r, s, o in zip(result, strides, outs):
+            if r.shape != (o.shape[0], h // s, w // s):
+                raise ValueError(f"predict_fn returned shape {r.shape} at stride {s} for a tile of shape "
+                                 f"{tile.shape}; expected {(o.shape[0], h // s, w // s)}")
+            (wy, wx), (cy, cx) = t.window, t.core
+            o[:, cy.start // s:cy.stop // s, cx.start // s:cx.stop // s] = \
+                r[:, (cy.start - wy.start) // s:(cy.stop - wy.start) // s, (cx.start - wx.start) // s:(cx.stop - wx.start) // s]
+    return tuple(outs)
 
 
 class _Registry:
@@ -266,6 +334,9 @@ def segment_tiled(image: Any, segment_fn: Callable[[np.ndarray], Any],
     id, or is dropped). Small overlaps between different nuclei go to the object painted first.
     Memory: one tile's input and labels plus the output array and a few numbers per object.
     """
+    # One long loop on purpose (~150 lines): each tile's steps (candidates, priorities, matching, painting,
+    # replacing) share a dozen per-object arrays of that tile; split into functions they would be passed
+    # around whole, and the order of the steps is what the guarantee in Notes rests on.
     shape = tuple(image.shape)
     ny, nx = shape[-2:]
     out = np.zeros((ny, nx), np.int32)

@@ -1,11 +1,18 @@
-"""Bundled trained models and their loader.
+"""The model store: bundled trained models, where model files are, what they are, and their hashes.
 
 A model is two files side by side: ``NAME.safetensors`` (the weights; safetensors never executes
 code, unlike pickle) and ``NAME.json`` (architecture, normalization, thresholds, training provenance,
-validation scores and the SHA-256 of the weights file). Loading recomputes the hash and refuses a
-weights file that does not match its JSON, so a corrupted or tampered file fails loudly.
+validation scores and the SHA-256 of the weights file). :func:`verify_weights` recomputes the hash and
+refuses a weights file that does not match its JSON, so a corrupted or tampered file fails loudly.
 
-Importing this module does not import torch; the loaders do.
+This package is torch-free and knows nothing of the networks: reading the tensors and building a
+network is the segmenter's job (:mod:`nucleoscope.segment.nuset.weights`: ``load_nuset``,
+``load_weights``, ``save_model``).
+
+Names and paths (:func:`model_paths`): a bare name (no directory part, no suffix) is a bundled model
+and resolves only inside this package's folder, never in the current working directory (a stray
+``nuset_v5.safetensors`` there must not replace the bundled model); a user's model is given by a path,
+anything with a directory part or a suffix (``./my_model``, ``runs/nuset``, ``my_model.safetensors``).
 """
 
 from __future__ import annotations
@@ -18,11 +25,13 @@ from typing import Any
 
 from .._errors import InputError
 
-__all__ = ["MODELS_DIR", "DEFAULT_NUSET", "sha256_file", "model_paths", "load_weights", "save_model",
-           "load_nuset"]
+__all__ = ["DEFAULT_NUSET", "MODELS_DIR", "bundled_models", "model_identity", "model_paths", "read_metadata",
+           "sha256_file", "verify_weights"]
 
 MODELS_DIR = Path(__file__).resolve().parent
 DEFAULT_NUSET = "nuset_v5"
+#: JSON keys that identify a model (:func:`model_identity`)
+IDENTITY_KEYS = ("name", "version", "sha256")
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -35,80 +44,103 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 
 def model_paths(name_or_path: str | os.PathLike) -> tuple[Path, Path]:
-    """``(weights.safetensors, meta.json)`` of a bundled model name, a ``.safetensors``/``.json`` path,
-    or a path without suffix."""
+    """``(weights.safetensors, meta.json)`` of a model.
+
+    Parameters
+    ----------
+    name_or_path : str or path
+        A bundled model name (no directory part and no suffix: looked up in :data:`MODELS_DIR` only),
+        or a path: a ``.safetensors`` or ``.json`` file, or a stem without suffix (``./m``, ``runs/m``).
+
+    Returns
+    -------
+    (Path, Path)
+        The two files; they need not exist (the loaders check).
+    """
     p = Path(name_or_path)
     if p.suffix in (".safetensors", ".json"):
         p = p.with_suffix("")
-    elif not p.parent.parts or str(p.parent) == ".":
-        if not p.with_suffix(".safetensors").exists():
-            p = MODELS_DIR / p.name
+    elif not p.suffix and str(name_or_path) == p.name:
+        # a bare name: the bundled model, whatever the current working directory holds
+        p = MODELS_DIR / p.name
     return p.with_suffix(".safetensors"), p.with_suffix(".json")
 
 
-def load_weights(name_or_path: str | os.PathLike, *, verify: bool = True) -> tuple[dict[str, Any], dict]:
-    """Load a model's tensors (``torch.Tensor``) and its metadata, verifying the weights' SHA-256.
+def read_metadata(name_or_path: str | os.PathLike) -> dict:
+    """The model's JSON metadata.
 
     Raises
     ------
     InputError
-        Missing file, unreadable JSON, or a weights file whose hash differs from the JSON's
-        ``sha256`` (corrupted or tampered).
+        The JSON is missing or unreadable.
+    """
+    _, jpath = model_paths(name_or_path)
+    if not jpath.is_file():
+        raise InputError("model metadata (.json) not found beside the weights", path=jpath)
+    try:
+        return json.loads(jpath.read_text())
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read model metadata: {exc}", path=jpath) from None
+
+
+def verify_weights(name_or_path: str | os.PathLike, meta: dict | None = None) -> str:
+    """Check that the weights file's SHA-256 is the one its JSON (or ``meta``) records; returns it.
+
+    Raises
+    ------
+    InputError
+        Missing weights, a JSON without ``sha256``, or a different hash (corrupted or tampered).
     """
     wpath, jpath = model_paths(name_or_path)
     if not wpath.is_file():
         raise InputError("model weights not found", path=wpath)
-    if not jpath.is_file():
-        raise InputError("model metadata (.json) not found beside the weights", path=jpath)
-    try:
-        meta = json.loads(jpath.read_text())
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read model metadata: {exc}", path=jpath) from None
-    if verify:
-        want = meta.get("sha256")
-        got = sha256_file(wpath)
-        if not want:
-            raise InputError("model metadata has no 'sha256' of the weights; refusing to load", path=jpath)
-        if got != want:
-            raise InputError(f"SHA-256 of the weights is {got}, but the model metadata says {want}: "
-                             "the file is corrupted or was modified; reinstall the package or retrain", path=wpath)
-    from safetensors.torch import load_file
-
-    try:
-        tensors = load_file(str(wpath))
-    except Exception as exc:  # safetensors raises its own error types
-        raise InputError(f"cannot read safetensors weights: {exc}", path=wpath) from None
-    return tensors, meta
+    meta = read_metadata(name_or_path) if meta is None else meta
+    want = meta.get("sha256")
+    if not want:
+        raise InputError("model metadata has no 'sha256' of the weights; refusing to load", path=jpath)
+    got = sha256_file(wpath)
+    if got != want:
+        raise InputError(f"SHA-256 of the weights is {got}, but the model metadata says {want}: "
+                         "the file is corrupted or was modified; reinstall the package or retrain", path=wpath)
+    return got
 
 
-def save_model(stem: str | os.PathLike, tensors: dict[str, Any], meta: dict) -> tuple[Path, Path]:
-    """Write ``stem.safetensors`` and ``stem.json`` (``meta`` + the weights' ``sha256``), atomically."""
-    from safetensors.torch import save_file
+def model_identity(name_or_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """What a model is, from its JSON: ``name``, ``version`` and ``sha256`` (those it records).
 
-    stem = Path(stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    wpath, jpath = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-    tmp = wpath.with_suffix(".safetensors.tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    meta = {**meta, "weights_file": wpath.name, "sha256": sha256_file(tmp)}
-    os.replace(tmp, wpath)
-    jtmp = jpath.with_suffix(".json.tmp")
-    jtmp.write_text(json.dumps(meta, indent=2, sort_keys=False) + "\n")
-    os.replace(jtmp, jpath)
-    return wpath, jpath
+    The loaders refuse weights whose hash differs from the JSON's ``sha256``, so this is the identity
+    of what a segmenter given the same ``name_or_path`` loads (record it with results). Reads the JSON
+    only: no hashing, no torch.
+
+    Parameters
+    ----------
+    name_or_path : str or path, optional
+        As for :func:`model_paths`; default :data:`DEFAULT_NUSET`.
+
+    Returns
+    -------
+    dict
+
+    Examples
+    --------
+    >>> model_identity("nuset_v5")["name"]
+    'nuset_v5'
+    """
+    meta = read_metadata(name_or_path or DEFAULT_NUSET)
+    return {k: meta[k] for k in IDENTITY_KEYS if k in meta}
 
 
-def load_nuset(name_or_path: str | os.PathLike | None = None):
-    """The NuSeT network (eval mode, CPU) and its metadata; default: the bundled ``nuset_v5``."""
-    from ..segment.nuset.network import NusetConfig, NusetNet
+def bundled_models() -> list[str]:
+    """Names of the models shipped in :data:`MODELS_DIR` (those :func:`model_paths` resolves by name)."""
+    return sorted(p.stem for p in MODELS_DIR.glob("*.json") if p.with_suffix(".safetensors").is_file())
 
-    tensors, meta = load_weights(name_or_path or DEFAULT_NUSET)
-    if meta.get("model") not in (None, "nuset"):
-        raise InputError(f"not a NuSeT model (model = {meta.get('model')!r})", path=model_paths(name_or_path or DEFAULT_NUSET)[1])
-    cfg = NusetConfig.from_dict(meta["architecture"])
-    net = NusetNet(cfg)
-    missing, unexpected = net.load_state_dict(tensors, strict=False)
-    if missing or unexpected:
-        raise InputError(f"weights do not fit the architecture (missing {missing[:3]}, unexpected {unexpected[:3]})",
-                         path=model_paths(name_or_path or DEFAULT_NUSET)[0])
-    return net.eval(), meta
+
+def __getattr__(name: str) -> Any:
+    # Transitional, for segment/nuset/train.py and cli/train_segmenter.py only, which are being split on
+    # another branch and still import these two from here: delete when that work is merged. Resolved on
+    # access, so importing this package still imports neither torch nor nucleoscope.segment.
+    if name in ("load_nuset", "save_model"):
+        from ..segment.nuset import weights
+
+        return getattr(weights, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

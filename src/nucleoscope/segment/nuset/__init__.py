@@ -5,8 +5,9 @@ Importing this package imports torch; the rest of nucleoscope imports it only la
 
 from __future__ import annotations
 
-from .infer import NusetDetails, Thresholds, predict_maps, segment_nuset
+from .infer import NusetDetails, Thresholds, segment_nuset
 from .network import NusetConfig, NusetNet, conv_flops_per_pixel
+from .predict import predict_maps
 
 __all__ = ["NusetConfig", "NusetDetails", "NusetNet", "Thresholds", "conv_flops_per_pixel", "predict_maps",
            "segment_nuset"]
