@@ -89,7 +89,7 @@ def _model_config(args: argparse.Namespace):
         widths = tuple(int(w) for w in args.widths.split(","))
         return NusetConfig(widths=widths, diameter=args.model_diameter, rpn_level=args.rpn_level,
                            boundary=args.boundary), None, None
-    from ..models import load_nuset
+    from ..segment.nuset.weights import load_nuset
 
     init, init_meta = load_nuset(args.init)
     c = init.config

@@ -133,14 +133,3 @@ def model_identity(name_or_path: str | os.PathLike | None = None) -> dict[str, A
 def bundled_models() -> list[str]:
     """Names of the models shipped in :data:`MODELS_DIR` (those :func:`model_paths` resolves by name)."""
     return sorted(p.stem for p in MODELS_DIR.glob("*.json") if p.with_suffix(".safetensors").is_file())
-
-
-def __getattr__(name: str) -> Any:
-    # Transitional, for segment/nuset/train.py and cli/train_segmenter.py only, which are being split on
-    # another branch and still import these two from here: delete when that work is merged. Resolved on
-    # access, so importing this package still imports neither torch nor nucleoscope.segment.
-    if name in ("load_nuset", "save_model"):
-        from ..segment.nuset import weights
-
-        return getattr(weights, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -154,20 +154,31 @@ def _segmentation_record(details: Any) -> dict[str, Any]:
 
 
 def model_identity(method: str, segment_options: dict | None = None) -> dict:
-    """Name and sha256 of the model files behind ``method`` (just the name for model-free methods)."""
+    """Name and sha256 of the model files behind ``method`` (just the name for model-free methods).
+
+    For NuSeT, the JSON of the model the segmenter will load: ``segment_options["model"]`` (a name of
+    a bundled model or a path) or the bundled default. A model given as a ``(net, meta)`` pair is
+    recorded by its ``meta``.
+    """
     info: dict[str, Any] = {"method": method}
     if method == "nuset":
-        from importlib import resources
+        from ..models import IDENTITY_KEYS, model_identity as json_identity, model_paths  # no torch import
 
-        from ..models import DEFAULT_NUSET  # no torch import
-
-        name = DEFAULT_NUSET + ".json"
-        try:
-            meta = json.loads((resources.files("nucleoscope") / "models" / name).read_text())
-            info[name] = {k: meta[k] for k in ("name", "version", "sha256") if k in meta}
-        except (OSError, ValueError):
-            pass
+        model = (segment_options or {}).get("model")
+        if isinstance(model, tuple):
+            info[str(model[1].get("name", "model"))] = {k: model[1][k] for k in IDENTITY_KEYS if k in model[1]}
+        elif model is None or isinstance(model, (str, os.PathLike)):
+            try:
+                info[model_paths(model or _default_nuset())[1].name] = json_identity(model)
+            except (OSError, ValueError):  # unreadable: the segmenter reports it per image
+                pass
     return info
+
+
+def _default_nuset() -> str:
+    from ..models import DEFAULT_NUSET
+
+    return DEFAULT_NUSET
 
 
 @dataclass(frozen=True)

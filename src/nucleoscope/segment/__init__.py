@@ -29,17 +29,6 @@ METHODS: dict[str, str] = {
 }
 
 
-def _bundled_models() -> list[str]:
-    """Names of the model JSON files shipped in ``nucleoscope/models`` (looked up without importing torch)."""
-    from importlib import resources
-
-    try:
-        root = resources.files("nucleoscope") / "models"
-        return sorted(p.name for p in root.iterdir() if p.name.endswith(".json"))
-    except (FileNotFoundError, NotADirectoryError, ModuleNotFoundError):
-        return []
-
-
 def resolve_method(method: str) -> str:
     """``"auto"`` -> ``"nuset"`` when torch and a bundled NuSeT model are installed, else ``"otsu"``;
     any other name is checked against :data:`METHODS` and returned.
@@ -55,7 +44,9 @@ def resolve_method(method: str) -> str:
         return method
     import importlib.util
 
-    if importlib.util.find_spec("torch") is not None and any(n.startswith("nuset") for n in _bundled_models()):
+    from ..models import bundled_models  # no torch import
+
+    if importlib.util.find_spec("torch") is not None and any(n.startswith("nuset") for n in bundled_models()):
         return "nuset"
     return "otsu"
 

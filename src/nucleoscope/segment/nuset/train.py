@@ -357,7 +357,7 @@ def train_nuset(samples: Sequence[TrainSample], *, synthetic: Sequence[TrainSamp
     """
     # Longer than the other functions on purpose: the run's state (the step, the best so far, the random
     # streams, the log) reads top to bottom in one place; each step it takes is a named helper above.
-    from ...models import save_model
+    from .weights import save_model
 
     t_start = time.time()
     out = Path(out_dir)
