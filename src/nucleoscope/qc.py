@@ -76,16 +76,17 @@ def qc_flags(image: np.ndarray, labels: np.ndarray, *, saturation: float,
         :data:`QC_COLUMNS` (``QC_Flagged`` = any flag).
     """
     labels = np.asarray(labels)
-    ids = np.unique(labels)
+    flat = labels.ravel()
+    # bincounts, not np.unique (a sorted copy of the image) nor boolean weights (cast to a float64 copy):
+    # the memory of a 16k x 16k image's flags stays a few arrays of one number per nucleus
+    area = np.bincount(flat) if flat.size else np.zeros(1, np.int64)
+    ids = np.flatnonzero(area)
     ids = ids[ids > 0]
     if ids.size == 0:
         return pd.DataFrame({"ObjectNumber": pd.Series([], dtype=np.int32),
                              **{c: pd.Series([], dtype=bool) for c in QC_COLUMNS}})
-    n = int(labels.max())
-    flat = labels.ravel()
-    area = np.bincount(flat, minlength=n + 1)
-    over = np.bincount(flat, weights=(np.asarray(image).ravel() > config.overexposed_level * saturation),
-                       minlength=n + 1)
+    n = area.size - 1
+    over = np.bincount(flat[np.asarray(image).ravel() > config.overexposed_level * saturation], minlength=n + 1)
     overexposed = (over[ids] >= config.overexposed_fraction * area[ids])
     slices = ndi.find_objects(labels.astype(np.int32, copy=False))
     H, W = labels.shape

@@ -58,11 +58,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from ..pipeline.engine import BatchInterrupted, OutputError  # no torch, no heavy imports
+
     try:
         return int(args._module.run(args) or 0)
     except InputError as exc:
         print(f"nucleoscope {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OutputError as exc:
+        print(f"nucleoscope {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except (BatchInterrupted, KeyboardInterrupt) as exc:
+        done = f"{exc.done} of {exc.total} images done; " if isinstance(exc, BatchInterrupted) and exc.total else ""
+        print(f"nucleoscope {args.command}: stopped ({exc}); {done}run the same command again to resume",
+              file=sys.stderr)
+        return 128 + (exc.signum if isinstance(exc, BatchInterrupted) else 2)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,7 +16,7 @@ import shlex
 import sys
 
 from ..pipeline.measure import LABEL_SUFFIXES
-from .run import _int_at_least, _positive_float
+from .run import _int_at_least, _positive_float, _window_size
 
 __all__ = ["add_arguments", "run"]
 
@@ -36,16 +36,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hc-k", type=float, default=1.0, metavar="K",
                    help="heterochromatin threshold = mean + K * SD of the nucleus (default: %(default)s)")
     p.add_argument("--crops", action="store_true", help="also write crops.h5 (each nucleus centred)")
-    p.add_argument("--crop-size", type=_int_at_least(1), default=128, metavar="PX", help="crop side (default: %(default)s)")
+    p.add_argument("--crop-size", type=_window_size, default=128, metavar="PX", help="crop side (default: %(default)s)")
     p.add_argument("--patches", action="store_true", help="also write patches.h5 (sliding-window patches)")
-    p.add_argument("--patch-size", type=_int_at_least(1), default=32, metavar="PX",
+    p.add_argument("--patch-size", type=_window_size, default=32, metavar="PX",
                    help="patch side (default: %(default)s; PatchNet: 11 or 17)")
     p.add_argument("--patch-stride", type=_int_at_least(1), default=16, metavar="PX",
                    help="patch step (default: %(default)s)")
     p.add_argument("--class-label", metavar="NAME", help="class of every image (stored in the HDF5 labels)")
     p.add_argument("-r", "--recursive", action="store_true", help="also search sub-folders")
     p.add_argument("-j", "--jobs", type=_int_at_least(1), default=1, metavar="N", help="worker processes (default: 1)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar (failures and the summary still print)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -43,6 +43,19 @@ def _int_at_least(low: int):
     return parse
 
 
+#: Largest crop / patch side (px): a window is stored per nucleus, so 2048 px windows already take
+#: 16 MiB each; beyond that a typo (``--crops 100000``) would allocate gigabytes per nucleus.
+MAX_WINDOW = 2048
+
+
+def _window_size(text: str) -> int:
+    """argparse type: a crop or patch side in px, 1 to :data:`MAX_WINDOW`."""
+    v = _int_at_least(1)(text)
+    if v > MAX_WINDOW:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_WINDOW} px, got {v}")
+    return v
+
+
 def _tile_size(text: str) -> int:
     """argparse type: 0 (never tile) or a tile side >= 256 px."""
     v = _int_at_least(0)(text)
@@ -78,13 +91,14 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                         "%(default)s, SCENMED's crop; raise it at 40-100x magnification)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
     p.add_argument("--rois", action="store_true", help="also write rois/<image>.zip for Fiji's ROI Manager")
-    p.add_argument("--crops", type=int, nargs="?", const=128, default=0, metavar="SIZE",
+    p.add_argument("--crops", type=_window_size, nargs="?", const=128, default=0, metavar="SIZE",
                    help="also write crops.h5: every nucleus centred in a SIZE x SIZE window (default SIZE 128)")
-    p.add_argument("--patches", type=int, nargs="?", const=32, default=0, metavar="SIZE",
+    p.add_argument("--patches", type=_window_size, nargs="?", const=32, default=0, metavar="SIZE",
                    help="also write patches.h5: SIZE x SIZE windows, stride SIZE/2, >= 85%% inside a nucleus "
                         "(default SIZE 32; PatchNet uses 11 and 17)")
     p.add_argument("-j", "--jobs", type=_int_at_least(1), default=1, help="worker processes (default: 1)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar (failures and the summary still print)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -127,6 +141,5 @@ def run(args: argparse.Namespace) -> int:
 
     images = run_batch(args.inputs, args.out, config_from_args(args), jobs=args.jobs, show_progress=not args.quiet,
                        recursive=args.recursive, command=shlex.join(["nucleoscope", *sys.argv[1:]]))
-    if not args.quiet:
-        print_summary(images, args.out, args.method)
+    print_summary(images, args.out, args.method)  # -q drops the progress bar only
     return 1 if (images["Status"] != "ok").any() else 0

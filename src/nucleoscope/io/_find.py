@@ -79,7 +79,9 @@ def find_images(
     """
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
-    skip = [os.path.join(os.path.abspath(os.fspath(e)), "") for e in exclude]
+    # real paths on both sides: an output folder reached through a symlink (or an input folder that is
+    # one) must still exclude what lies in it
+    skip = [os.path.join(os.path.realpath(os.fspath(e)), "") for e in exclude]
     found: dict[str, Path] = {}
     for item in inputs:
         text = os.path.expanduser(os.fspath(item))
@@ -105,7 +107,8 @@ def find_images(
             raise InputError("no such file or folder", path=text)
         for hit in hits:
             key = os.path.abspath(hit)
-            if not any(key.startswith(s) for s in skip):
+            real = os.path.realpath(hit)
+            if not any(key.startswith(s) or real.startswith(s) for s in skip):
                 found.setdefault(os.path.normcase(key), hit)
     return sorted(found.values(), key=lambda p: os.fspath(p))
 

@@ -20,8 +20,12 @@ import datetime as _dt
 import json
 import logging
 import os
+import errno
 import platform
+import signal
+import socket
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -34,8 +38,8 @@ import pandas as pd
 
 from .. import InputError, __version__
 
-__all__ = ["BASE_IMAGE_COLUMNS", "BatchJob", "Item", "OUTPUT_SUBFOLDERS", "prepare_output", "run_jobs",
-           "source_stamp", "state_dir"]
+__all__ = ["BASE_IMAGE_COLUMNS", "BatchInterrupted", "BatchJob", "Item", "OUTPUT_SUBFOLDERS", "OutputError",
+           "output_lock", "prepare_output", "run_jobs", "source_stamp", "state_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +111,79 @@ class BatchJob:
 
     def finish(self, out: Path, images: pd.DataFrame) -> None:
         """Whole-run outputs written after every item (e.g. crops.h5 over the finished images)."""
+
+
+class BatchInterrupted(BaseException):
+    """The batch was stopped (SIGTERM, SIGINT / Ctrl-C): finished items are kept, a rerun resumes.
+
+    A ``BaseException``, like ``KeyboardInterrupt``, so that no item's ``except Exception`` records
+    the stop as that item's failure.
+    """
+
+    def __init__(self, signum: int, done: int = 0, total: int = 0) -> None:
+        self.signum, self.done, self.total = signum, done, total
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+
+
+class OutputError(OSError):
+    """Results could not be written (disk full, permissions): the message names every path that failed."""
+
+
+LOCK_NAME = ".nucleoscope.lock"
+
+
+def _read_lock(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+@contextlib.contextmanager
+def output_lock(out: Path, command: str = ""):
+    """Hold ``out/.nucleoscope.lock`` (pid, host, start, command) for the length of a batch.
+
+    Two runs writing into one folder would mix their labels and tables; the second one is refused with
+    a message naming the first. A lock left by a dead process of this host (kill -9, a crash) is taken
+    over; one of another host is refused (its process cannot be checked from here), naming the file to
+    delete if that run is known to be over.
+
+    Raises
+    ------
+    InputError
+        Another live run holds the folder.
+    """
+    path = Path(out) / LOCK_NAME
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+          "command": command}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            other = _read_lock(path)
+            if other is None:  # being written by its owner this very moment, or garbage: look again
+                time.sleep(0.05)
+                other = _read_lock(path)
+            if other is not None and (other.get("host") != me["host"] or _pid_alive(int(other.get("pid", -1)))):
+                where = "" if other.get("host") == me["host"] else f" on host {other.get('host')}"
+                raise InputError(f"another nucleoscope run (pid {other.get('pid')}{where}, started "
+                                 f"{other.get('started')}) is writing to this folder; wait for it to finish, "
+                                 f"or choose another -o (if that run is over, delete {path})", path=out) from None
+            log.info("taking over the lock of a run that ended without releasing it (%s)", other)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            continue
+        with os.fdopen(fd, "w") as fh:
+            json.dump(me, fh)
+        break
+    else:
+        raise InputError(f"cannot take the lock {path}", path=out)
+    try:
+        yield path
+    finally:
+        if (_read_lock(path) or {}).get("pid") == me["pid"]:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def state_dir(out: Path) -> Path:
@@ -216,6 +293,12 @@ def _work(job: BatchJob, item: Item, out: str, key: str) -> dict[str, Any]:
         rec.update(Status="ok", Count=int(len(table)))
     except InputError as exc:
         rec["Error"] = str(exc)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM):
+            rec["Error"] = f"cannot write the results of {item.path}: {exc.strerror} ({exc.filename or out})"
+        else:
+            log.debug("failure on %s\n%s", item.path, traceback.format_exc())
+            rec["Error"] = f"{item.path}: {type(exc).__name__}: {exc}"
     except MemoryError:
         mp = rec.get("Megapixels")
         size = f"{mp:.1f} MP" if isinstance(mp, float) and np.isfinite(mp) else "the image"
@@ -234,16 +317,51 @@ def _work(job: BatchJob, item: Item, out: str, key: str) -> dict[str, Any]:
     return rec
 
 
-def _limit_threads(n: int) -> None:
-    """Pool-worker initializer: share the cores between workers instead of each taking all of them.
+def _worker_init(n: int, parent: int) -> None:
+    """Pool-worker initializer: share the cores, ignore Ctrl-C, and die with the parent.
 
-    Without it every worker's torch/OpenMP/BLAS pool starts one thread per core, and ``--jobs 2`` on
-    two cores ran NuSeT 1.8x slower than ``--jobs 1``.
+    Without the thread limit every worker's torch/OpenMP/BLAS pool starts one thread per core, and
+    ``--jobs 2`` on two cores ran NuSeT 1.8x slower than ``--jobs 1``. A parent killed with ``kill -9``
+    cannot stop its workers, which then ran on under PID 1 (~400 MB each): a watchdog thread exits the
+    worker once its parent is gone (it is re-parented, so ``getppid`` changes). SIGINT is the parent's
+    to handle (it stops the pool itself); SIGTERM keeps its default, ending the worker.
     """
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(n)
     if "torch" in sys.modules:  # imported by the parent before the fork
         sys.modules["torch"].set_num_threads(n)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="nucleoscope-parent-watchdog", daemon=True).start()
+
+
+def worker_count(jobs: int, n_items: int) -> int:
+    """Worker processes for ``n_items``: at most one per item and one per core (more only compete)."""
+    return max(1, min(int(jobs), int(n_items), os.cpu_count() or 1))
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """Turn SIGTERM and SIGINT into :class:`BatchInterrupted` while a batch runs (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise BatchInterrupted(signum)
+
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def _empty_table(columns: list[str]) -> pd.DataFrame:
@@ -261,7 +379,8 @@ def _execute(job: BatchJob, todo: list[Item], out: Path, key: str, jobs: int, ba
     records: dict[str, dict] = {}
     if jobs > 1 and len(todo) > 1:
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        with ProcessPoolExecutor(max_workers=jobs, initializer=_limit_threads, initargs=(threads,)) as ex:
+        ex = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init, initargs=(threads, os.getpid()))
+        try:
             futs = {ex.submit(_work, job, it, os.fspath(out), key): it for it in todo}
             for fut in as_completed(futs):
                 it = futs[fut]
@@ -275,6 +394,14 @@ def _execute(job: BatchJob, todo: list[Item], out: Path, key: str, jobs: int, ba
                                               f"killed for lack of memory; run again to retry, with fewer --jobs")
                 records[it.name] = rec
                 bar.update(1)
+        except BaseException:  # stopped (or broken): end the workers now, keep what is finished
+            procs = list(getattr(ex, "_processes", {}).values())
+            ex.shutdown(wait=False, cancel_futures=True)
+            for p in procs:
+                with contextlib.suppress(Exception):
+                    p.terminate()
+            raise
+        ex.shutdown(wait=True)
     else:
         for it in todo:
             records[it.name] = _work(job, it, os.fspath(out), key)
@@ -308,12 +435,33 @@ def run_jobs(job: BatchJob, items: Sequence[Item], out: str | os.PathLike, *, jo
     pandas.DataFrame
         One row per item, columns :meth:`BatchJob.image_columns`; ``Status`` is ``"ok"`` or ``"failed"``.
     """
-    from tqdm.auto import tqdm
-
-    from .. import io
-
     started = _dt.datetime.now(_dt.timezone.utc)
     out = prepare_output(out)
+    with output_lock(out, command or " ".join(sys.argv)):
+        return _run_locked(job, items, out, jobs=jobs, show_progress=show_progress, command=command,
+                           inputs=inputs, started=started)
+
+
+def _write_all(writes: list[tuple[Path, Any]]) -> list[str]:
+    """Write each ``(path, thing)`` atomically; returns a message per path that failed (the rest is written)."""
+    from .. import io
+
+    errors = []
+    for path, thing in writes:
+        try:
+            if isinstance(thing, pd.DataFrame):
+                io.write_table(thing, path)
+            else:
+                io.write_json(thing, path)
+        except OSError as exc:
+            errors.append(f"{path}: {exc.strerror or exc}")
+    return errors
+
+
+def _run_locked(job: BatchJob, items: Sequence[Item], out: Path, *, jobs: int, show_progress: bool,
+                command: str | None, inputs: Sequence[str | os.PathLike], started: _dt.datetime) -> pd.DataFrame:
+    from tqdm.auto import tqdm
+
     key = job.key()
     columns = job.table_columns()
     records: dict[str, dict] = {}
@@ -326,23 +474,36 @@ def run_jobs(job: BatchJob, items: Sequence[Item], out: str | os.PathLike, *, jo
             todo.append(it)
     if records:
         log.info("resuming: %d of %d images already done", len(records), len(items))
+    workers = worker_count(jobs, len(todo)) if todo else 1
+    if workers < jobs:
+        log.warning("--jobs %d capped to %d (%d image%s to do, %d cores)", jobs, workers, len(todo),
+                    "" if len(todo) == 1 else "s", os.cpu_count() or 1)
     bar = tqdm(total=len(items), initial=len(records), unit="image", disable=not show_progress,
                desc="nucleoscope", dynamic_ncols=True)
     try:
-        records.update(_execute(job, todo, out, key, jobs, bar))
+        with _stop_on_signals():
+            records.update(_execute(job, todo, out, key, workers, bar))
+    except BatchInterrupted as stop:
+        stop.done = sum(1 for n in records) + sum(
+            1 for it in todo if (state_dir(out) / f"{it.name}.json").exists() and it.name not in records)
+        stop.total = len(items)
+        raise
     finally:
         bar.close()
 
     names = [it.name for it in items]
-    image_cols = job.image_columns()
-    images = pd.DataFrame([records[n] for n in names], columns=image_cols)
+    images = pd.DataFrame([records[n] for n in names], columns=job.image_columns())
     parts = [pd.read_parquet(state_dir(out) / f"{n}.parquet") for n in names if records[n]["Status"] == "ok"]
     parts = [p for p in parts if len(p)]
     nuclei = pd.concat(parts, ignore_index=True) if parts else _empty_table(columns)
-    io.write_table(nuclei, out / "nuclei.parquet")
-    io.write_table(nuclei, out / "nuclei.csv")
-    io.write_table(images, out / "images.csv")
-    job.finish(out, images)
+    errors = _write_all([(out / "nuclei.parquet", nuclei), (out / "nuclei.csv", nuclei), (out / "images.csv", images)])
+    try:
+        job.finish(out, images)
+    except OSError as exc:
+        errors.append(f"{exc.filename or out}: {exc.strerror or exc}")
+    except Exception as exc:  # noqa: BLE001 - crops/patches must not lose run.json and the report
+        log.debug("finishing the batch failed", exc_info=True)
+        errors.append(f"{out}: {type(exc).__name__}: {exc}")
     finished = _dt.datetime.now(_dt.timezone.utc)
     failures = images.loc[images["Status"] != "ok", ["ImageName", "Path", "Error"]].to_dict("records")
     run_info = {
@@ -352,7 +513,7 @@ def run_jobs(job: BatchJob, items: Sequence[Item], out: str | os.PathLike, *, jo
         "command": command or " ".join(sys.argv),
         "job": job.kind,
         "inputs": [os.fspath(i) for i in inputs],
-        "parameters": {**job.parameters(), "jobs": jobs},
+        "parameters": {**job.parameters(), "jobs": jobs, "workers": workers},
         "parameters_key": key,
         "model": job.model(),
         "started": started.isoformat(),
@@ -364,10 +525,16 @@ def run_jobs(job: BatchJob, items: Sequence[Item], out: str | os.PathLike, *, jo
         "n_resumed": len(items) - len(todo),
         "n_nuclei": int(len(nuclei)),
         "failures": failures,
+        "output_errors": errors,
     }
-    io.write_json(run_info, out / "run.json")
+    errors += _write_all([(out / "run.json", run_info)])
     if job.report:
         from ..report import write_report
 
-        write_report(out, images, nuclei, run_info)
+        try:
+            write_report(out, images, nuclei, run_info)
+        except OSError as exc:
+            errors.append(f"{out / 'report.html'}: {exc.strerror or exc}")
+    if errors:
+        raise OutputError("some results could not be written (the others were): " + "; ".join(errors))
     return images
