@@ -253,8 +253,29 @@ def write_table(df: "pd.DataFrame", path: str | os.PathLike) -> Path:  # noqa: F
         if kind == ".parquet":
             df.to_parquet(tmp, index=False)
         else:
-            df.to_csv(tmp, index=False)
+            _formula_safe(df).to_csv(tmp, index=False)
     return target
+
+
+#: First characters that make a spreadsheet read a cell as a formula (OWASP's list)
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _formula_safe(df: "pd.DataFrame") -> "pd.DataFrame":  # noqa: F821
+    """A copy whose text cells that begin like a formula start with ``'`` (file names such as
+    ``=HYPERLINK(...).tif`` end up in ImageName and Path; Excel would run them). Numbers are untouched;
+    the Parquet tables keep the text as it is."""
+    import pandas as pd
+
+    text = [c for c in df.columns if df[c].dtype == object or pd.api.types.is_string_dtype(df[c].dtype)]
+    risky = {c: df[c].map(lambda v: isinstance(v, str) and v.startswith(_FORMULA_START)) for c in text}
+    risky = {c: m for c, m in risky.items() if m.any()}
+    if not risky:
+        return df
+    out = df.copy()
+    for c, m in risky.items():
+        out.loc[m, c] = "'" + out.loc[m, c]
+    return out
 
 
 def _jsonable(obj: Any) -> Any:

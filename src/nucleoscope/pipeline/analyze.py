@@ -17,7 +17,7 @@ import pandas as pd
 from .. import InputError
 from ..qc import QC_COLUMNS, QCConfig, drop_flagged, qc_flags
 
-__all__ = ["AnalysisResult", "analyze", "diameter_px"]
+__all__ = ["AnalysisResult", "MAX_UPSCALE_PIXELS", "analyze", "check_sizes", "diameter_px"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,6 +57,35 @@ def diameter_px(diameter: float | None, diameter_um: float | None, spacing: floa
     if not (np.isfinite(d) and d > 0):
         raise InputError(f"the nucleus diameter must be a finite number > 0 px, got {d}")
     return d
+
+
+#: The resized copy ``scale`` asks for may hold at most this many times the image's pixels (and 2**31
+#: in all): ``--scale 1000`` on a 128 px image asked for 16 Gpx and ended in an out-of-memory message.
+MAX_UPSCALE_PIXELS = 64.0
+
+
+def check_sizes(shape: tuple[int, ...], scale: float, diameter: float | None) -> None:
+    """Refuse a ``scale`` or a nucleus ``diameter`` (px) that cannot fit the image of ``shape``.
+
+    Raises
+    ------
+    InputError
+        Naming the value, the image size and the limit.
+    """
+    h, w = int(shape[-2]), int(shape[-1])
+    sh, sw = max(1, round(h * scale)), max(1, round(w * scale))
+    if sh * sw > MAX_UPSCALE_PIXELS * h * w or sh * sw >= 2**31:
+        raise InputError(f"--scale {scale:g} would segment a {sh} x {sw} px copy of this {h} x {w} px image; "
+                         f"at most {MAX_UPSCALE_PIXELS:g}x its pixels (--scale <= {MAX_UPSCALE_PIXELS ** 0.5:g})")
+    if min(sh, sw) < 8:
+        raise InputError(f"--scale {scale:g} shrinks this {h} x {w} px image to {sh} x {sw} px: nothing to segment")
+    if diameter is not None:
+        d = diameter * scale
+        if d > max(sh, sw):
+            raise InputError(f"a nucleus diameter of {diameter:g} px is larger than this {h} x {w} px image")
+        if d < 2:
+            raise InputError(f"a nucleus diameter of {d:g} px (after --scale) is too small to segment "
+                             f"(at least 2 px)")
 
 
 def _segment(image: np.ndarray, method: str, spacing: float | None, diameter: float | None,
@@ -120,6 +149,7 @@ def analyze(image: np.ndarray, *, spacing: float | None = None, saturation: floa
     method = resolve_method(method)
     options = dict(segment_options or {})
     d = diameter_px(diameter, diameter_um, spacing)
+    check_sizes(image.shape, scale, d)
     if saturation is None:
         saturation = float(image.max()) if image.size else 1.0
     if scale == 1.0:
