@@ -185,7 +185,7 @@ def scale_table(quick: bool) -> str:
     import tifffile
 
     from nucleoscope.metrics import evaluate_image
-    from nucleoscope.preprocess import rescale_image, resize_labels
+    from nucleoscope.rescale import rescale_image, resize_labels
     from nucleoscope.segment.classic import segment_otsu
     from nucleoscope.segment.nuset import segment_nuset
 

@@ -46,7 +46,7 @@ def degrade(kind: str, image: np.ndarray, labels: np.ndarray, rng: np.random.Gen
     """``image`` degraded by ``kind`` (see :data:`KINDS`); float32, same shape."""
     from scipy import ndimage as ndi
 
-    from nucleoscope.preprocess import estimate_diameter
+    from nucleoscope.rescale import estimate_diameter
 
     fg = labels > 0
     bg = float(np.median(image[~fg]))

@@ -80,7 +80,7 @@ def run_one(method: str, spec: str, limit: int | None, min_size: int, hausdorff:
 def _src_dirty() -> bool:
     """Whether the segmentation sources differ from the commit (the row then names commit+dirty)."""
     paths = ["src/nucleoscope/segment", "src/nucleoscope/postprocess.py", "src/nucleoscope/preprocess.py",
-             "src/nucleoscope/tiling.py", "src/nucleoscope/models"]
+             "src/nucleoscope/rescale.py", "src/nucleoscope/tiling.py", "src/nucleoscope/models"]
     try:
         out = subprocess.run(["git", "status", "--porcelain", "--", *paths], capture_output=True,
                              text=True, cwd=DOC.parents[1], check=True).stdout

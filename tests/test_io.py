@@ -690,7 +690,7 @@ def test_truncated_jpeg(tmp_path, rng):
 @pytest.mark.parametrize("byteorder", ["<", ">"])
 def test_big_uncompressed_stacks_are_memory_mapped(tmp_path, monkeypatch, byteorder):
     """Above the size limit an uncompressed stack is mapped, not read whole; the result is the same."""
-    import nucleoscope.io._read as reader
+    import nucleoscope.io._tiff as reader
 
     stack = np.arange(4 * 3 * 16 * 20, dtype=np.uint16).reshape(4, 3, 16, 20)
     f = tmp_path / "zc.ome.tif"

@@ -262,7 +262,7 @@ def test_default_tiles_equal_untiled():
 
 def test_localisation_rendering_is_sized_on_blurred_copies():
     """A STORM-like rendering: the speckle would read as ~4 px nuclei; the sparse estimate finds the nuclei."""
-    from nucleoscope.preprocess import estimate_diameter
+    from nucleoscope.rescale import estimate_diameter
     from nucleoscope.synth import storm_field
 
     s = storm_field((512, 512), rng=2, diameter=(60, 80))
@@ -314,7 +314,7 @@ def test_nuclei_of_uneven_brightness():
     from scipy import ndimage as ndi
     from skimage.segmentation import expand_labels
 
-    from nucleoscope.preprocess import estimate_diameter
+    from nucleoscope.rescale import estimate_diameter
 
     im = tifffile.imread(DATA / "IXMtest_F08_s7.tif").astype(np.float32)
     gt = tifffile.imread(DATA / "IXMtest_F08_s7_mask.tif").astype(np.int32)

@@ -12,11 +12,13 @@ from nucleoscope import InputError
 from nucleoscope.background import estimate_background
 from nucleoscope.preprocess import (
     equalize,
-    estimate_diameter,
     foreground_normalize,
     gaussian_blur,
     normalize_meanstd,
     normalize_percentile,
+)
+from nucleoscope.rescale import (
+    estimate_diameter,
     pad_to_multiple,
     rescale_for_diameter,
     rescale_image,
@@ -145,7 +147,7 @@ def test_resize_labels_logs_vanishing_objects(caplog):
     labels = np.zeros((40, 40), np.int32)
     labels[5, 5] = 1  # one-pixel object lost when shrinking 4x
     labels[20:36, 20:36] = 2
-    with caplog.at_level("INFO", logger="nucleoscope.preprocess"):
+    with caplog.at_level("INFO", logger="nucleoscope.rescale"):
         small = resize_labels(labels, (10, 10))
     assert set(np.unique(small)) == {0, 2}
     assert "1 of 2 objects vanished" in caplog.text

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from nucleoscope.preprocess import estimate_diameter
+from nucleoscope.rescale import estimate_diameter
 from nucleoscope.segment.sizing import SPARSE_RENDERING_THRESHOLD, estimate_diameter_sparse, sparse_rendering_fraction
 from nucleoscope.synth import nuclei_field, storm_field
 

@@ -15,7 +15,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy import ndimage as ndi
 
-from .preprocess import _as_float, _block_mean, _check_2d, _otsu_fg
+from .preprocess import _as_float, _check_2d, _otsu_fg
+from .rescale import _block_mean
 
 __all__ = ["BackgroundFit", "estimate_background", "evaluate_background", "fit_background"]
 

@@ -1,4 +1,5 @@
-"""Clean-up of instance label images: small-object removal, hole filling, relabelling, seeded watershed.
+"""Clean-up of instance label images: small-object removal, hole filling, relabelling, seeded watershed,
+and overlapping instance masks resolved into one label image (the STORM paper's merge / give / split rules).
 
 All functions take and return ``(Y, X)`` int32 label images with 0 = background and never modify their
 input in place.
@@ -347,6 +348,91 @@ def _ov_pairs(inst: list[list]) -> list[tuple[int, int]]:
     return pairs
 
 
+def _ov_merge(inst: list[list], merge_frac: float) -> list[list]:
+    """Rule 1: merge pairs sharing more than ``merge_frac`` of either instance, until none qualifies."""
+    # repeat: a union can newly qualify with a third instance
+    while True:
+        merged = False
+        parent = list(range(len(inst)))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        areas = [int(np.count_nonzero(m[4])) for m in inst]
+        for i, j in _ov_pairs(inst):
+            n, _, _ = _ov_shared(inst[i], inst[j])
+            if n > merge_frac * min(areas[i], areas[j]) or n > merge_frac * (areas[i] + areas[j] - n):
+                ri, rj = find(i), find(j)
+                if ri != rj:
+                    parent[max(ri, rj)] = min(ri, rj)
+                    merged = True
+        if not merged:
+            return inst
+        groups: dict[int, list] = {}
+        for i in range(len(inst)):
+            r = find(i)
+            groups[r] = inst[i] if r not in groups else _ov_union(groups[r], inst[i])
+        inst = [groups[r] for r in sorted(groups)]
+
+
+def _ov_give_or_split(inst: list[list], give_frac: float) -> tuple[list[np.ndarray], set[int]]:
+    """Rules 2 and 3 on every remaining overlap; returns the crop each instance keeps and who lost pixels."""
+    areas = [int(np.count_nonzero(m[4])) for m in inst]
+    centroids = []
+    for m in inst:
+        cy, cx = ndi.center_of_mass(m[4])
+        centroids.append((cy + m[0], cx + m[1]))
+    keep_masks = [m[4].copy() for m in inst]
+    cut: set[int] = set()
+    for i, j in _ov_pairs(inst):
+        n, box, shared = _ov_shared(inst[i], inst[j])
+        if n == 0:
+            continue
+        fi, fj = n / areas[i], n / areas[j]
+        y0, x0, y1, x1 = box
+        if fi > give_frac and fj > give_frac:
+            # split: nearer centroid wins (the perpendicular bisector of the centroid segment)
+            yy, xx = np.mgrid[y0:y1, x0:x1]
+            (ayi, axi), (ayj, axj) = centroids[i], centroids[j]
+            to_i = (yy - ayi) ** 2 + (xx - axi) ** 2 <= (yy - ayj) ** 2 + (xx - axj) ** 2
+            lose_i = shared & ~to_i
+            lose_j = shared & to_i
+        elif fj > fi:
+            lose_i, lose_j = shared, None
+        else:
+            lose_i, lose_j = None, shared
+        if lose_i is not None:
+            cut.add(i)
+            keep_masks[i][y0 - inst[i][0]:y1 - inst[i][0], x0 - inst[i][1]:x1 - inst[i][1]] &= ~lose_i
+        if lose_j is not None:
+            cut.add(j)
+            keep_masks[j][y0 - inst[j][0]:y1 - inst[j][0], x0 - inst[j][1]:x1 - inst[j][1]] &= ~lose_j
+    return keep_masks, cut
+
+
+def _ov_remove_small(labels: np.ndarray, inst: list[list], cut: set[int], small_frac: float) -> np.ndarray:
+    """Remove resolved instances, then pieces of cut ones, below ``small_frac`` x the mean instance area."""
+    labels = remove_small_relative(labels, small_frac)
+    # A cut can leave an instance in several parts: each connected piece is judged on its own
+    # size, against the mean area of the instances (not of the pieces, whose mean the slivers
+    # themselves would pull down). Only instances that lost pixels can have been cut.
+    areas_now = object_areas(labels)[1:]
+    alive = areas_now[areas_now > 0]
+    if alive.size:
+        threshold = small_frac * float(alive.mean())
+        for k in sorted(cut):
+            m = inst[k]
+            region = labels[m[0]:m[2], m[1]:m[3]]
+            pieces, n_pieces = ndi.label(region == k + 1)
+            if n_pieces > 1:
+                sizes = np.bincount(pieces.ravel())
+                region[(sizes < threshold)[pieces] & (pieces > 0)] = 0
+    return labels
+
+
 def resolve_overlaps(masks: list[np.ndarray | tuple[tuple[int, int, int, int], np.ndarray]], *,
                      merge_frac: float = 0.5, give_frac: float = 0.1, small_frac: float = 0.25,
                      shape: tuple[int, int] | None = None) -> np.ndarray:
@@ -413,85 +499,13 @@ def resolve_overlaps(masks: list[np.ndarray | tuple[tuple[int, int, int, int], n
         areas = np.array([np.count_nonzero(m[4]) for m in inst], dtype=np.float64)
         keep = areas >= small_frac * areas.mean()
         inst = [m for m, k in zip(inst, keep) if k]
-
-    # 1. merge, until no pair qualifies (a union can newly qualify with a third instance)
-    while True:
-        merged = False
-        parent = list(range(len(inst)))
-
-        def find(i: int) -> int:
-            while parent[i] != i:
-                parent[i] = parent[parent[i]]
-                i = parent[i]
-            return i
-
-        areas = [int(np.count_nonzero(m[4])) for m in inst]
-        for i, j in _ov_pairs(inst):
-            n, _, _ = _ov_shared(inst[i], inst[j])
-            if n > merge_frac * min(areas[i], areas[j]) or n > merge_frac * (areas[i] + areas[j] - n):
-                ri, rj = find(i), find(j)
-                if ri != rj:
-                    parent[max(ri, rj)] = min(ri, rj)
-                    merged = True
-        if not merged:
-            break
-        groups: dict[int, list] = {}
-        for i in range(len(inst)):
-            r = find(i)
-            groups[r] = inst[i] if r not in groups else _ov_union(groups[r], inst[i])
-        inst = [groups[r] for r in sorted(groups)]
-
-    # 2./3. give or split every remaining overlap; losers drop the shared pixels from their own mask
-    areas = [int(np.count_nonzero(m[4])) for m in inst]
-    centroids = []
-    for m in inst:
-        cy, cx = ndi.center_of_mass(m[4])
-        centroids.append((cy + m[0], cx + m[1]))
-    keep_masks = [m[4].copy() for m in inst]
-    cut: set[int] = set()
-    for i, j in _ov_pairs(inst):
-        n, box, shared = _ov_shared(inst[i], inst[j])
-        if n == 0:
-            continue
-        fi, fj = n / areas[i], n / areas[j]
-        y0, x0, y1, x1 = box
-        if fi > give_frac and fj > give_frac:
-            # split: nearer centroid wins (the perpendicular bisector of the centroid segment)
-            yy, xx = np.mgrid[y0:y1, x0:x1]
-            (ayi, axi), (ayj, axj) = centroids[i], centroids[j]
-            to_i = (yy - ayi) ** 2 + (xx - axi) ** 2 <= (yy - ayj) ** 2 + (xx - axj) ** 2
-            lose_i = shared & ~to_i
-            lose_j = shared & to_i
-        elif fj > fi:
-            lose_i, lose_j = shared, None
-        else:
-            lose_i, lose_j = None, shared
-        if lose_i is not None:
-            cut.add(i)
-            keep_masks[i][y0 - inst[i][0]:y1 - inst[i][0], x0 - inst[i][1]:x1 - inst[i][1]] &= ~lose_i
-        if lose_j is not None:
-            cut.add(j)
-            keep_masks[j][y0 - inst[j][0]:y1 - inst[j][0], x0 - inst[j][1]:x1 - inst[j][1]] &= ~lose_j
-
+    inst = _ov_merge(inst, merge_frac)
+    keep_masks, cut = _ov_give_or_split(inst, give_frac)
     for k, (m, own) in enumerate(zip(inst, keep_masks), start=1):
         region = labels[m[0]:m[2], m[1]:m[3]]
         region[own] = k
     if small_frac > 0:
-        labels = remove_small_relative(labels, small_frac)
-        # A cut can leave an instance in several parts: each connected piece is judged on its own
-        # size, against the mean area of the instances (not of the pieces, whose mean the slivers
-        # themselves would pull down). Only instances that lost pixels can have been cut.
-        areas_now = object_areas(labels)[1:]
-        alive = areas_now[areas_now > 0]
-        if alive.size:
-            threshold = small_frac * float(alive.mean())
-            for k in sorted(cut):
-                m = inst[k]
-                region = labels[m[0]:m[2], m[1]:m[3]]
-                pieces, n_pieces = ndi.label(region == k + 1)
-                if n_pieces > 1:
-                    sizes = np.bincount(pieces.ravel())
-                    region[(sizes < threshold)[pieces] & (pieces > 0)] = 0
+        labels = _ov_remove_small(labels, inst, cut, small_frac)
     return relabel(labels)
 
 

@@ -190,7 +190,7 @@ def predict_tiled(image: Any, predict_fn: Callable[[np.ndarray], Any], config: T
         ``predict_fn(tile) -> scores`` with ``tile`` of shape ``(..., h, w)`` and ``scores`` of shape
         ``(h, w)`` when ``n_out == 1`` (a leading axis of length 1 is accepted too) or
         ``(n_out, h, w)``. It must accept any tile size up to ``config.tile`` (pad internally if it
-        needs multiples of 16, e.g. with :func:`nucleoscope.preprocess.pad_to_multiple`). With
+        needs multiples of 16, e.g. with :func:`nucleoscope.rescale.pad_to_multiple`). With
         ``strides``: a sequence of ``len(strides)`` arrays, output ``i`` of shape
         ``(c_i, h // strides[i], w // strides[i])`` (``c_i`` as the first tile gives it).
     config : TilingConfig

@@ -1,42 +1,28 @@
-"""Reading images and label images, with validation that names the file and the problem."""
+"""Reading images and label images, with validation that names the file and the problem.
+
+The generic reader: file checks, the dispatch to a format (TIFF in :mod:`._tiff`, PNG / JPEG here), the
+choice of one 2D plane (:mod:`._plane`), and the checks on the values. ``read_image`` returns an
+:class:`Image`; ``read_labels`` an int32 label image.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import math
 import os
-import threading
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from .._errors import InputError
+from ._plane import _describe, _select_plane
+from ._tiff import _read_tiff
 
 __all__ = ["SUPPORTED_SUFFIXES", "Image", "read_image", "read_labels", "image_name"]
-
-logger = logging.getLogger(__name__)
 
 #: File name endings read by :func:`read_image` (case-insensitive); longest first where they overlap.
 SUPPORTED_SUFFIXES: tuple[str, ...] = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpeg", ".jpg")
 _TIFF_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
-
-# Axis letters as tifffile names them: C = channel, S = samples (RGB/RGBA) both count as channels;
-# Z, T are planes; anything else (I = image sequence, Q = unknown, ...) can serve as either.
-_CHANNEL_AXES = "CS"
-# Uncompressed contiguous stacks larger than this are memory-mapped rather than read whole.
-_MEMMAP_BYTES = 256 * 2**20
-_PLANE_AXES = "ZT"
-
-# µm per unit, for OME PhysicalSize units and ImageJ/TIFF resolution units.
-_UM_PER_UNIT = {
-    "pm": 1e-6, "Å": 1e-4, "nm": 1e-3, "nanometer": 1e-3, "µm": 1.0, "μm": 1.0, "um": 1.0,
-    "micron": 1.0, "microns": 1.0, "micrometer": 1.0, "mm": 1e3, "millimeter": 1e3, "cm": 1e4,
-    "centimeter": 1e4, "m": 1e6, "meter": 1e6, "inch": 25400.0, "in": 25400.0,
-}
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: compare by identity, never element-wise over arrays
@@ -109,10 +95,6 @@ def _check_file(path: Path) -> str:
     return suffix
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Low-level reading: array + axes string + pixel size from metadata
-
-
 def _read_raw(path: Path, suffix: str) -> tuple[np.ndarray, str, float | None]:
     """Read the stored array with its axes (tifffile letters, ``Y`` and ``X`` included) and pixel size."""
     try:
@@ -138,75 +120,6 @@ def _read_raw(path: Path, suffix: str) -> tuple[np.ndarray, str, float | None]:
         ) from exc
 
 
-# tifffile logs (not raises) when the chain of pages is broken, e.g. a multi-page file cut short: it then
-# returns the pages before the break as if the file ended there. These messages mean "truncated/corrupt".
-_TIFFFILE_CORRUPT = ("invalid page offset", "invalid offset", "corrupted tag", "invalid next page",
-                     "missing data offset", "bytecounts tag", "truncated")
-
-
-class _Capture(logging.Handler):
-    """Collect tifffile's log records from this thread only (reads may run in parallel threads)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.thread = threading.get_ident()
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self.thread:
-            self.records.append(record)
-
-
-@contextlib.contextmanager
-def _tifffile_log(path: Path):
-    tlog = logging.getLogger("tifffile")
-    handler = _Capture()
-    tlog.addHandler(handler)
-    try:
-        yield
-    finally:
-        tlog.removeHandler(handler)
-        bad = None
-        for rec in handler.records:
-            msg = rec.getMessage()
-            if rec.levelno >= logging.ERROR and any(k in msg.lower() for k in _TIFFFILE_CORRUPT):
-                bad = bad or msg.split("> ", 1)[-1]
-            else:
-                logger.warning("%s: tifffile: %s", path, msg)
-    if bad is not None:
-        raise InputError(f"cannot read TIFF: the file is corrupt or truncated (tifffile: {bad})", path=path)
-
-
-def _read_tiff(path: Path) -> tuple[np.ndarray, str, float | None]:
-    import tifffile
-
-    with _tifffile_log(path), tifffile.TiffFile(path) as tif:
-        if not tif.series:
-            raise InputError("cannot read TIFF: the file holds no image data", path=path)
-        series = tif.series[0]
-        axes = series.axes
-        # Several same-shaped 2D series (pages appended one by one) form a stack of planes.
-        if len(tif.series) > 1:
-            same = all(s.shape == series.shape and s.dtype == series.dtype for s in tif.series)
-            if same and axes == "YX":
-                data = np.stack([s.asarray() for s in tif.series])
-                axes = "I" + axes
-            else:
-                logger.warning("%s: %d image series (e.g. positions), reading the first", path, len(tif.series))
-                data = series.asarray()
-        elif (series.dataoffset is not None and axes.endswith("YX") and len(axes) > 2
-              and math.prod(series.shape) * series.dtype.itemsize > _MEMMAP_BYTES):
-            # A big uncompressed stack: map it, so that taking one plane reads one plane, not gigabytes.
-            dtype = np.dtype(series.dtype).newbyteorder(tif.byteorder)
-            data = np.memmap(path, dtype=dtype, mode="r", offset=series.dataoffset, shape=series.shape)
-        else:
-            data = series.asarray()
-        spacing = _tiff_spacing(tif, path)
-    if data.ndim != len(axes):  # should not happen; refuse rather than guess
-        raise InputError(f"cannot read TIFF: axes {axes!r} do not match shape {data.shape}", path=path)
-    return data, axes, spacing
-
-
 def _read_png_jpeg(path: Path) -> tuple[np.ndarray, str, float | None]:
     # imagecodecs is a declared dependency (tifffile's codecs) and decodes PNG and JPEG itself.
     import imagecodecs
@@ -226,182 +139,6 @@ def _read_png_jpeg(path: Path) -> tuple[np.ndarray, str, float | None]:
     raise InputError(f"cannot read image: unexpected decoded shape {data.shape}", path=path)
 
 
-def _to_um(value: float, unit: str | None) -> float | None:
-    if unit is None:
-        return value  # OME's default unit is µm
-    factor = _UM_PER_UNIT.get(unit.strip().replace("\\u00B5", "µ").replace("\\u00b5", "µ"))
-    if factor is None:
-        factor = _UM_PER_UNIT.get(unit.strip().lower())
-    return None if factor is None else value * factor
-
-
-def _positive(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) and value > 0 else None
-
-
-def _tiff_spacing(tif: Any, path: Path) -> float | None:
-    """Pixel size in µm from OME, ImageJ, or plain TIFF resolution tags (in that order), else None."""
-    if tif.is_ome and tif.ome_metadata:
-        try:
-            root = ET.fromstring(tif.ome_metadata)
-            pixels = next((el for el in root.iter() if el.tag.rsplit("}", 1)[-1] == "Pixels"), None)
-            if pixels is not None and pixels.get("PhysicalSizeX"):
-                um = _to_um(float(pixels.get("PhysicalSizeX")), pixels.get("PhysicalSizeXUnit"))
-                if um is None:
-                    logger.warning("%s: unknown OME unit %r; pixel size ignored", path,
-                                   pixels.get("PhysicalSizeXUnit"))
-                sy = pixels.get("PhysicalSizeY")
-                if um and sy and abs(float(sy) / float(pixels.get("PhysicalSizeX")) - 1) > 0.01:
-                    logger.warning("%s: anisotropic pixels (X %s, Y %s); using X", path,
-                                   pixels.get("PhysicalSizeX"), sy)
-                return _positive(um)
-        except (ET.ParseError, ValueError) as exc:
-            logger.warning("%s: unreadable OME metadata (%s); pixel size ignored", path, exc)
-    page = tif.pages[0]
-    tag = page.tags.get("XResolution")
-    if tag is None:
-        return None
-    num, den = tag.value if isinstance(tag.value, tuple) else (tag.value, 1)
-    if not num or not den:
-        return None
-    per_unit = num / den  # pixels per unit
-    if tif.is_imagej:
-        unit = (tif.imagej_metadata or {}).get("unit")
-        if not unit or unit in ("pixel", "pixels"):
-            return None
-        um = _to_um(1.0 / per_unit, str(unit))
-        if um is None:
-            logger.warning("%s: unknown ImageJ unit %r; pixel size ignored", path, unit)
-        return _positive(um)
-    unit_tag = page.tags.get("ResolutionUnit")
-    unit = int(unit_tag.value) if unit_tag is not None else 2  # TIFF default is inch
-    if unit == 2:
-        um = 25400.0 / per_unit
-    elif unit == 3:
-        um = 10000.0 / per_unit
-    else:
-        return None  # unit NONE: an aspect ratio, not a size
-    # Software writes 72/96/300 dpi by default; no microscope image has pixels of 10 µm or more.
-    if not 1e-4 <= um < 10.0:
-        logger.info("%s: resolution %.4g µm/px looks like a display default; pixel size ignored", path, um)
-        return None
-    return um
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Picking one 2D plane
-
-
-def _describe(axes: str, shape: tuple[int, ...]) -> str:
-    return f"axes {axes} with shape {tuple(shape)}"
-
-
-def _fix_yxc(data: np.ndarray, axes: str) -> tuple[np.ndarray, str]:
-    """tifffile names an unlabelled (Y, X, C) stack with C > 4 'QYX' with a tiny X; read it as (Y, X, C)."""
-    if data.ndim == 3 and axes[0] not in _CHANNEL_AXES + _PLANE_AXES and axes.endswith("YX"):
-        if data.shape[2] <= 8 and min(data.shape[0], data.shape[1]) >= 16:
-            return data, "YXC"
-    return data, axes
-
-
-def _select_plane(
-    data: np.ndarray, axes: str, path: Path, channel: int | None, plane: int | None
-) -> tuple[np.ndarray, int | None]:
-    """Reduce ``data`` to (Y, X) following ``channel`` and ``plane``; returns (data, channel taken)."""
-    data, axes = _fix_yxc(data, axes)
-    orig = _describe(axes, data.shape)
-    ndim0 = data.ndim
-    if "Y" not in axes or "X" not in axes:
-        raise InputError(f"no Y/X image axes found ({orig})", path=path)
-    # Move Y, X last so every other axis is a leading one.
-    order = [i for i, a in enumerate(axes) if a not in "YX"] + [axes.index("Y"), axes.index("X")]
-    data = np.transpose(data, order)
-    axes = "".join(axes[i] for i in order)
-    # Singleton axes carry no choice.
-    keep = [i for i, a in enumerate(axes[:-2]) if data.shape[i] > 1]
-    data = data.reshape([data.shape[i] for i in keep] + list(data.shape[-2:]))
-    extra = [axes[i] for i in keep]
-
-    taken: int | None = None
-    if channel is not None:
-        if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)):
-            raise InputError(f"channel must be an integer, got {channel!r}", path=path)
-        cands = [i for i, a in enumerate(extra) if a in _CHANNEL_AXES]
-        if not cands:
-            cands = [i for i, a in enumerate(extra) if a not in _PLANE_AXES]
-        if len(cands) > 1:
-            raise InputError(f"several axes could be the channel axis ({orig}); cannot pick --channel", path=path)
-        n = data.shape[cands[0]] if cands else 1
-        if not 0 <= channel < n:
-            raise InputError(
-                f"channel {channel} is out of range: the image has {n} channel{'s' * (n != 1)} "
-                f"(valid: 0..{n - 1}; {orig})",
-                path=path,
-            )
-        if cands:
-            data = np.take(data, int(channel), axis=cands[0])
-            del extra[cands[0]]
-        taken = int(channel)
-    elif "S" in extra:
-        i = extra.index("S")
-        n = data.shape[i]
-        colour = np.take(data, range(min(n, 3)), axis=i) if n in (3, 4) else None
-        second = np.take(data, 1, axis=i) if n == 2 else None
-        if second is not None and second.min() == second.max():  # grey + opaque alpha
-            data = np.take(data, 0, axis=i)
-        elif second is not None:  # two stains stored as samples (Y, X, 2): never guess which one
-            raise InputError(
-                f"2-channel image ({orig}) where one channel is expected: pick the nuclear stain's channel "
-                f"with --channel C (0..1)",
-                path=path,
-            )
-        elif colour is not None and all(
-            np.array_equal(np.take(colour, 0, axis=i), np.take(colour, k, axis=i)) for k in (1, 2)
-        ):
-            data = np.take(data, 0, axis=i)  # an RGB image that is really grayscale
-        else:
-            raise InputError(
-                f"RGB{'A' if n == 4 else ''} colour image ({orig}) where one channel is expected: "
-                f"pick the nuclear stain's channel with --channel C (0 = red, 1 = green, 2 = blue)",
-                path=path,
-            )
-        del extra[i]
-
-    if plane is not None:
-        if isinstance(plane, bool) or not isinstance(plane, (int, np.integer)):
-            raise InputError(f"plane must be an integer, got {plane!r}", path=path)
-        cands = [i for i, a in enumerate(extra) if a not in _CHANNEL_AXES]
-        if len(cands) > 1:
-            found = ", ".join(f"{extra[i]}={data.shape[i]}" for i in cands)
-            raise InputError(
-                f"several plane axes ({found}; {orig}); --plane picks along one: save one Z or T series",
-                path=path,
-            )
-        n = data.shape[cands[0]] if cands else 1
-        if not 0 <= plane < n:
-            raise InputError(f"plane {plane} is out of range: the image has {n} plane(s) ({orig})", path=path)
-        if cands:
-            data = np.take(data, int(plane), axis=cands[0])
-            del extra[cands[0]]
-
-    if extra:
-        hints = []
-        for i, a in enumerate(extra):
-            n = data.shape[i]
-            if a in _CHANNEL_AXES:
-                hints.append(f"--channel C (0..{n - 1})")
-            elif a in _PLANE_AXES:
-                hints.append(f"--plane {a} (0..{n - 1})")
-            else:
-                hints.append(f"--channel C or --plane Z (0..{n - 1})")
-        raise InputError(
-            f"found {ndim0}D data ({orig}) but a 2D image "
-            f"is expected: pick one with {' and '.join(dict.fromkeys(hints))}",
-            path=path,
-        )
-    return data, taken
-
-
 def _saturation(stored: np.dtype, data: np.ndarray) -> float:
     """Detector full scale (see :class:`Image`) for the stored dtype and the chosen plane ``data``."""
     if stored == np.uint8:
@@ -414,10 +151,6 @@ def _saturation(stored: np.dtype, data: np.ndarray) -> float:
     if np.issubdtype(stored, np.floating) and data.size and top <= 1.0 and float(data.min()) >= 0.0:
         return 1.0
     return top if top > 0 else 1.0
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Public readers
 
 
 def read_image(

@@ -128,7 +128,7 @@ def analyze(image: np.ndarray, *, spacing: float | None = None, saturation: floa
         The method's own keyword arguments (e.g. ``config=ClassicConfig(...)``, ``model=...``).
     scale : float
         Segment the image resized by this factor (bilinear, anti-aliased when shrinking) and map the
-        labels back to the full grid (:func:`nucleoscope.preprocess.segment_rescaled`); the segmenter
+        labels back to the full grid (:func:`nucleoscope.rescale.segment_rescaled`); the segmenter
         gets the pixel size and the diameter of the resized image, and QC and measurements use the full
         image. Shrinking (e.g. 0.25) turns the point clouds of STORM renderings and nuclei over ~100 px
         into compact blobs the model-free segmenters handle, and saves time on large images.
@@ -156,7 +156,7 @@ def analyze(image: np.ndarray, *, spacing: float | None = None, saturation: floa
         labels, details = _segment(image, method, spacing, d, options, tile_size)
     else:
         from ..postprocess import relabel
-        from ..preprocess import segment_rescaled
+        from ..rescale import segment_rescaled
 
         found: list = []
 

@@ -1,4 +1,4 @@
-"""Nucleus sizing heuristics beyond :func:`nucleoscope.preprocess.estimate_diameter`: the inscribed-circle
+"""Nucleus sizing heuristics beyond :func:`nucleoscope.rescale.estimate_diameter`: the inscribed-circle
 estimate of a coarse mask, and the detection and sizing of sparse localisation (STORM/PALM) renderings,
 whose Otsu mask is speckle rather than nuclei. Used by NuSeT's scale estimate
 (:mod:`nucleoscope.segment.nuset.scale`); torch-free.
@@ -12,7 +12,8 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from .._errors import InputError
-from ..preprocess import _as_float, _block_mean, _otsu_fg, estimate_diameter
+from ..preprocess import _as_float, _otsu_fg
+from ..rescale import _block_mean, estimate_diameter
 
 __all__ = ["SPARSE_RENDERING_THRESHOLD", "estimate_diameter_sparse", "sparse_rendering_fraction"]
 

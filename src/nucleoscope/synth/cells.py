@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 from scipy import ndimage as ndi
 from skimage.segmentation import find_boundaries, watershed
 
@@ -55,6 +56,103 @@ def _nuclei_inside(
             gn.a[i] *= 0.7
             gn.b[i] *= 0.7
     return gn
+
+
+def _cell_labels(gc: Geometry, nuc_labels: np.ndarray, shape: tuple[int, int]
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cell labels from the cell outlines, each cell containing its nucleus, ids 1..N kept for cells that
+    reach the image.
+
+    Returns
+    -------
+    cell_labels, nuc_labels : ndarray of int32, (Y, X)
+        Renumbered so that the nucleus of cell ``i`` is labelled ``i``.
+    present : ndarray of int, (N,)
+        The cells' original ids (1-based index into ``gc`` + 1), in label order.
+    """
+    # cells: unshared outline pixels and the nucleus seed each cell; shared pixels go by a watershed on the
+    # smallest normalised radius, so cell i always contains nucleus i
+    rho_min = np.full(shape, np.inf, np.float32)
+    owner = np.zeros(shape, np.int32)
+    covered = np.zeros(shape, np.uint8)
+    for i in range(len(gc)):
+        box = rho_local(gc, i, shape)
+        if box is None:
+            continue
+        sl, rho = box
+        inside = rho <= 1
+        covered[sl] += inside
+        better = inside & (rho < rho_min[sl])
+        rho_min[sl][better] = rho[better]
+        owner[sl][better] = i + 1
+    markers = np.where(covered == 1, owner, 0)
+    markers[nuc_labels > 0] = nuc_labels[nuc_labels > 0]
+    union = (covered > 0) | (nuc_labels > 0)
+    elevation = np.where(np.isfinite(rho_min), rho_min, 0.0).astype(np.float32)
+    cell_labels = watershed(elevation, markers, mask=union).astype(np.int32)
+    lost = (cell_labels == 0) & union
+    cell_labels[lost] = owner[lost]
+
+    # keep ids 1..N for cells that reach the image, with the nucleus of cell i labelled i
+    present = np.unique(cell_labels)
+    present = present[present > 0]
+    remap = np.zeros(len(gc) + 1, np.int32)
+    remap[present] = np.arange(1, present.size + 1)
+    cell_labels = remap[cell_labels]
+    nuc_labels = remap[nuc_labels]
+    return cell_labels, nuc_labels, present
+
+
+def _cell_channel(rng: np.random.Generator, cell_labels: np.ndarray, nuc_labels: np.ndarray, n_cells: int,
+                  p: dict, illum: np.ndarray, *, fs: float, dtype: DType) -> np.ndarray:
+    """The cell channel (Y, X) ``dtype`` of ``n_cells`` labelled cells: cytoplasm and membrane
+    (``p["cell_mode"] == "fluorescence"``) or bright-field-like, with its own camera noise."""
+    level = np.r_[0.0, rng.lognormal(0, 0.3, n_cells)].astype(np.float32)
+    tex = ndi.gaussian_filter(rng.standard_normal(cell_labels.shape).astype(np.float32), rng.uniform(1.5, 4.0))
+    tex /= max(float(tex.std()), 1e-6)
+    cyto = level[cell_labels] * np.clip(1 + p["cytoplasm_texture"] * tex, 0.1, None)
+    cyto[nuc_labels > 0] *= p["nuclear_exclusion"]
+    edges = find_boundaries(cell_labels, mode="inner").astype(np.float32)
+    if p["cell_mode"] == "fluorescence":
+        cell_sharp = (cyto + p["membrane"] * edges * level[cell_labels]) * np.float32(p["signal"] * fs)
+        cell_sharp += np.float32(p["background"] * fs)
+    else:
+        # transmitted light: bright field, cells absorb a little, edges scatter (dark) with a faint halo
+        cells = (cell_labels > 0).astype(np.float32)
+        halo = ndi.gaussian_filter(cells, 3.0) - cells
+        bright = 0.55 * fs
+        dark_edge = 0.25 * edges * (0.5 + 0.5 * p["membrane"])
+        cell_sharp = bright * (1 - 0.08 * cyto - dark_edge + 0.15 * np.clip(halo, 0, None))
+        cell_sharp = cell_sharp.astype(np.float32)
+    cell_clean = psf_blur(cell_sharp * illum, p["psf_sigma"]).astype(np.float32)
+    return camera(cell_clean, rng, dtype=dtype, fs=fs, photons_full_scale=p["photons"],
+                  read_noise=p["read_noise"] * fs)
+
+
+def _add_cell_columns(objects: pd.DataFrame, cell_labels: np.ndarray, gc: Geometry, index: np.ndarray
+                      ) -> pd.DataFrame:
+    """The nucleus table with the cell columns added: area (px), centroid, diameter (px), touching, clump edge.
+
+    ``index`` (N,) gives the row of ``gc`` of cell label ``k + 1``.
+    """
+    shape = cell_labels.shape
+    m = index.size
+    flat = cell_labels.ravel()
+    cell_area = np.bincount(flat, minlength=m + 1)[1:]
+    yy, xx = np.indices(shape)
+    pairs = touching_pairs(cell_labels)
+    n_touch = np.bincount(pairs.ravel(), minlength=m + 1)[1:] if len(pairs) else np.zeros(m, int)
+    # a cell on a clump edge touches other cells and also the background
+    bg_ring = ndi.binary_dilation(cell_labels == 0) & (cell_labels > 0)
+    touches_bg = np.bincount(cell_labels[bg_ring], minlength=m + 1)[1:] > 0
+    objects["cell_area"] = cell_area
+    objects["cell_centroid_y"] = np.bincount(flat, weights=yy.ravel(), minlength=m + 1)[1:] / np.maximum(cell_area, 1)
+    objects["cell_centroid_x"] = np.bincount(flat, weights=xx.ravel(), minlength=m + 1)[1:] / np.maximum(cell_area, 1)
+    objects["cell_diameter"] = 2 * np.sqrt(gc.a[index] * gc.b[index])
+    objects["cell_touching"] = n_touch > 0
+    objects["cell_n_touching"] = n_touch
+    objects["clump_edge"] = (n_touch > 0) & touches_bg
+    return objects
 
 
 def cells_field(
@@ -175,36 +273,7 @@ def cells_field(
     ]
     sharp, nuc_labels, hc_mask, nuc_covered = render_nuclei(gn, chroma, shape, rng)
 
-    # cells: unshared outline pixels and the nucleus seed each cell; shared pixels go by a watershed on the
-    # smallest normalised radius, so cell i always contains nucleus i
-    rho_min = np.full(shape, np.inf, np.float32)
-    owner = np.zeros(shape, np.int32)
-    covered = np.zeros(shape, np.uint8)
-    for i in range(len(gc)):
-        box = rho_local(gc, i, shape)
-        if box is None:
-            continue
-        sl, rho = box
-        inside = rho <= 1
-        covered[sl] += inside
-        better = inside & (rho < rho_min[sl])
-        rho_min[sl][better] = rho[better]
-        owner[sl][better] = i + 1
-    markers = np.where(covered == 1, owner, 0)
-    markers[nuc_labels > 0] = nuc_labels[nuc_labels > 0]
-    union = (covered > 0) | (nuc_labels > 0)
-    elevation = np.where(np.isfinite(rho_min), rho_min, 0.0).astype(np.float32)
-    cell_labels = watershed(elevation, markers, mask=union).astype(np.int32)
-    lost = (cell_labels == 0) & union
-    cell_labels[lost] = owner[lost]
-
-    # keep ids 1..N for cells that reach the image, with the nucleus of cell i labelled i
-    present = np.unique(cell_labels)
-    present = present[present > 0]
-    remap = np.zeros(len(gc) + 1, np.int32)
-    remap[present] = np.arange(1, present.size + 1)
-    cell_labels = remap[cell_labels]
-    nuc_labels = remap[nuc_labels]
+    cell_labels, nuc_labels, present = _cell_labels(gc, nuc_labels, shape)
     index = present - 1
 
     # nucleus channel
@@ -219,47 +288,12 @@ def cells_field(
     clean = psf_blur(clean, p["psf_sigma"]).astype(np.float32)
     image = camera(clean, rng, dtype=dtype, fs=fs, photons_full_scale=p["photons"], read_noise=p["read_noise"] * fs)
 
-    # cell channel
-    level = np.r_[0.0, rng.lognormal(0, 0.3, present.size)].astype(np.float32)
-    tex = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), rng.uniform(1.5, 4.0))
-    tex /= max(float(tex.std()), 1e-6)
-    cyto = level[cell_labels] * np.clip(1 + p["cytoplasm_texture"] * tex, 0.1, None)
-    cyto[nuc_labels > 0] *= p["nuclear_exclusion"]
-    edges = find_boundaries(cell_labels, mode="inner").astype(np.float32)
-    if cell_mode == "fluorescence":
-        cell_sharp = (cyto + p["membrane"] * edges * level[cell_labels]) * np.float32(p["signal"] * fs)
-        cell_sharp += np.float32(p["background"] * fs)
-    else:
-        # transmitted light: bright field, cells absorb a little, edges scatter (dark) with a faint halo
-        cells = (cell_labels > 0).astype(np.float32)
-        halo = ndi.gaussian_filter(cells, 3.0) - cells
-        bright = 0.55 * fs
-        dark_edge = 0.25 * edges * (0.5 + 0.5 * p["membrane"])
-        cell_sharp = bright * (1 - 0.08 * cyto - dark_edge + 0.15 * np.clip(halo, 0, None))
-        cell_sharp = cell_sharp.astype(np.float32)
-    cell_clean = psf_blur(cell_sharp * illum, p["psf_sigma"]).astype(np.float32)
-    cell_image = camera(cell_clean, rng, dtype=dtype, fs=fs, photons_full_scale=p["photons"],
-                        read_noise=p["read_noise"] * fs)
+    cell_image = _cell_channel(rng, cell_labels, nuc_labels, present.size, p, illum, fs=fs, dtype=dtype)
 
     objects = object_table(nuc_labels, gn, chroma, index=index, hc_mask=hc_mask, covered=nuc_covered)
     background = psf_blur(np.float32(p["background"] * fs) * illum, p["psf_sigma"])
     objects = add_hc_ec(objects, nuc_labels, clean, background, hc_mask)
-    m = present.size
-    flat = cell_labels.ravel()
-    cell_area = np.bincount(flat, minlength=m + 1)[1:]
-    yy, xx = np.indices(shape)
-    pairs = touching_pairs(cell_labels)
-    n_touch = np.bincount(pairs.ravel(), minlength=m + 1)[1:] if len(pairs) else np.zeros(m, int)
-    # a cell on a clump edge touches other cells and also the background
-    bg_ring = ndi.binary_dilation(cell_labels == 0) & (cell_labels > 0)
-    touches_bg = np.bincount(cell_labels[bg_ring], minlength=m + 1)[1:] > 0
-    objects["cell_area"] = cell_area
-    objects["cell_centroid_y"] = np.bincount(flat, weights=yy.ravel(), minlength=m + 1)[1:] / np.maximum(cell_area, 1)
-    objects["cell_centroid_x"] = np.bincount(flat, weights=xx.ravel(), minlength=m + 1)[1:] / np.maximum(cell_area, 1)
-    objects["cell_diameter"] = 2 * np.sqrt(gc.a[index] * gc.b[index])
-    objects["cell_touching"] = n_touch > 0
-    objects["cell_n_touching"] = n_touch
-    objects["clump_edge"] = (n_touch > 0) & touches_bg
+    objects = _add_cell_columns(objects, cell_labels, gc, index)
     p["artifact_counts"] = counts
     objects = with_spacing(objects, spacing, p)
     return SynthSample(image=image, labels=nuc_labels, objects=objects, clean=clean, artifact_mask=art_mask,

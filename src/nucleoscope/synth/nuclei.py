@@ -13,7 +13,7 @@ from skimage.transform import resize
 from .._errors import InputError
 from ._artifacts import render_artifacts
 from ._field import add_hc_ec, object_table, render_nuclei, with_spacing
-from ._nucleus import Chromatin, place, random_geometry
+from ._nucleus import Chromatin, Geometry, place, random_geometry
 from ._optics import DType, as_rng, camera, full_scale, illumination, psf_blur, uniform
 from ._sample import SynthSample
 
@@ -48,6 +48,63 @@ def _artifact_counts(rng, artifacts, shape) -> dict[str, int]:
         level = float(artifacts)
     area = shape[0] * shape[1] / 512**2
     return {k: int(rng.poisson(level * rate * area * rng.uniform(0, 2))) for k, rate in _ARTIFACT_RATES.items()}
+
+
+def _chromatin(rng: np.random.Generator, n: int, p: dict) -> list[Chromatin]:
+    """Per-nucleus brightness and chromatin texture, drawn around the image-level values in ``p``."""
+    return [
+        Chromatin(
+            brightness=float(rng.lognormal(0.0, p["brightness_cv"])),
+            ec_texture=p["texture"] * rng.uniform(0.7, 1.3),
+            ec_scale=rng.uniform(0.15, 0.4),
+            edge_drop=rng.uniform(0.0, 0.3),
+            hc_fraction=p["hc_fraction"] * rng.uniform(0.5, 1.5),
+            n_foci=int(1 + rng.poisson(p["foci"])),
+            hc_contrast=p["hc_contrast"] * rng.uniform(0.7, 1.3),
+        )
+        for _ in range(n)
+    ]
+
+
+def _condense(rng: np.random.Generator, g: Geometry, chroma: list[Chromatin], fraction: float) -> np.ndarray:
+    """Make a few nuclei condensed (mitotic / apoptotic-like), in place: smaller, much brighter, coarse
+    texture. They were placed at full size, so shrinking them never creates an overlap.
+
+    Returns
+    -------
+    ndarray of bool, (n,)
+        Which nuclei are condensed.
+    """
+    condensed = rng.random(len(g)) < fraction
+    for i in np.flatnonzero(condensed):
+        shrink = rng.uniform(0.55, 0.8)
+        g.a[i] *= shrink
+        g.b[i] *= shrink
+        c = chroma[i]
+        c.brightness *= rng.uniform(1.8, 3.0)
+        c.ec_texture *= 2.0
+        c.hc_contrast *= 1.5
+    return condensed
+
+
+def _add_haze(clean: np.ndarray, haze: float, d_mean: float) -> None:
+    """Add, in place, the out-of-focus light of a wide-field microscope: a broad glow around bright
+    structures (width ~0.6 ``d_mean`` px) whose mean is ``haze`` x the mean of ``clean`` (Y, X) float32."""
+    # blurred at 1/4 resolution: a filter of this width on the full image would cost more than the field
+    small = ndi.zoom(clean, 0.25, order=1, grid_mode=True, mode="grid-constant")
+    small = ndi.gaussian_filter(small, max(1.0, 0.6 * d_mean / 4), mode="constant")
+    glow = resize(small, clean.shape, order=1, mode="edge", anti_aliasing=False).astype(np.float32)
+    clean += np.float32(haze) * glow * np.float32(clean.mean() / max(float(glow.mean()), 1e-9))
+
+
+def _sequential(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rendered ids -> labels 1..N (int32, (Y, X)) and, per label, the index (N,) of its nucleus in the
+    geometry (nuclei that no pixel shows get no label)."""
+    labels, fw, _ = relabel_sequential(raw)
+    labels = labels.astype(np.int32, copy=False)
+    index = np.asarray(fw.in_values, dtype=np.int64)
+    index = index[index > 0] - 1
+    return labels, index
 
 
 def nuclei_field(
@@ -214,49 +271,20 @@ def nuclei_field(
     n_try = int(min(max_nuclei, max(1, round(p["coverage"] * shape[0] * shape[1] / mean_area))))
     g = random_geometry(n_try, rng, diameter=diameter, aspect=p["aspect"], irregularity=p["irregularity"])
     g = place(g, shape, rng, clump_fraction=p["clump_fraction"], overlap=p["overlap"])
-    chroma = [
-        Chromatin(
-            brightness=float(rng.lognormal(0.0, p["brightness_cv"])),
-            ec_texture=p["texture"] * rng.uniform(0.7, 1.3),
-            ec_scale=rng.uniform(0.15, 0.4),
-            edge_drop=rng.uniform(0.0, 0.3),
-            hc_fraction=p["hc_fraction"] * rng.uniform(0.5, 1.5),
-            n_foci=int(1 + rng.poisson(p["foci"])),
-            hc_contrast=p["hc_contrast"] * rng.uniform(0.7, 1.3),
-        )
-        for _ in range(len(g))
-    ]
-    # a few condensed nuclei (mitotic / apoptotic-like): smaller, much brighter, coarse texture; placed
-    # first at full size, so shrinking them never creates an overlap
-    condensed = rng.random(len(g)) < p["condensed_fraction"]
-    for i in np.flatnonzero(condensed):
-        shrink = rng.uniform(0.55, 0.8)
-        g.a[i] *= shrink
-        g.b[i] *= shrink
-        c = chroma[i]
-        c.brightness *= rng.uniform(1.8, 3.0)
-        c.ec_texture *= 2.0
-        c.hc_contrast *= 1.5
+    chroma = _chromatin(rng, len(g), p)
+    condensed = _condense(rng, g, chroma, p["condensed_fraction"])
     # one texture field for the image: a filter per nucleus costs more than the rest of the field
     ec_field = ndi.gaussian_filter(rng.standard_normal(shape).astype(np.float32), max(0.7, 0.25 * d_mean / 2))
     ec_field /= max(float(ec_field.std()), 1e-6)
     sharp, raw, hc_mask, covered = render_nuclei(g, chroma, shape, rng, ec_field)
-    labels, fw, _ = relabel_sequential(raw)
-    labels = labels.astype(np.int32, copy=False)
-    index = np.asarray(fw.in_values, dtype=np.int64)
-    index = index[index > 0] - 1
+    labels, index = _sequential(raw)
     counts = _artifact_counts(rng, artifacts, shape)
     art, art_mask = render_artifacts(shape, rng, diameter=d_mean, brightness=1.0, counts=counts)
     p["artifact_counts"] = counts
     illum = illumination(shape, rng, p["illumination_strength"])
     clean = sharp + art
     if p["haze"] > 0:
-        # out-of-focus light of a wide-field microscope: a broad glow around bright structures (blurred
-        # at 1/4 resolution: a filter of this width on the full image would cost more than the field)
-        small = ndi.zoom(clean, 0.25, order=1, grid_mode=True, mode="grid-constant")
-        small = ndi.gaussian_filter(small, max(1.0, 0.6 * d_mean / 4), mode="constant")
-        glow = resize(small, shape, order=1, mode="edge", anti_aliasing=False).astype(np.float32)
-        clean += np.float32(p["haze"]) * glow * np.float32(clean.mean() / max(float(glow.mean()), 1e-9))
+        _add_haze(clean, p["haze"], d_mean)
     clean = clean * np.float32(p["signal"] * fs) + np.float32(p["background"] * fs)
     clean *= illum
     clean = psf_blur(clean, p["psf_sigma"]).astype(np.float32)

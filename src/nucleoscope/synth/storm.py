@@ -83,6 +83,125 @@ def _localisations(g: Geometry, i: int, frame: tuple[int, int], seed, p: dict, n
     return np.concatenate(ys) + sy.start, np.concatenate(xs) + sx.start
 
 
+def _storm_geometry(rng: np.random.Generator, frame: tuple[int, int], diameter: tuple[float, float],
+                    p: dict) -> tuple[Geometry, np.ndarray]:
+    """Outlines of the nuclei and noise regions that fit in ``frame`` (px), and which are noise, (n,) bool."""
+    h, w = frame
+    mean_area = np.pi / 4 * np.mean(diameter) ** 2
+    n_nuc = max(1, int(round(p["coverage"] * h * w / mean_area)))
+    n_noise = int(rng.poisson(p["noise_regions"] * n_nuc))
+    nuc = random_geometry(n_nuc, rng, diameter=diameter, aspect=0.55, irregularity=0.06)
+    noi = random_geometry(n_noise, rng, diameter=(0.3 * diameter[0], 1.2 * diameter[1]), aspect=0.4,
+                          irregularity=0.15)
+    g = _concat(nuc, noi)
+    is_noise = np.r_[np.zeros(n_nuc, bool), np.ones(n_noise, bool)]
+    order = rng.permutation(len(g))  # nuclei and noise regions compete for space fairly
+    g = g.subset(order)
+    is_noise = is_noise[order]
+    # place() keeps the indices of the objects that fit, in order
+    g, keep_idx = place(g, (h, w), rng, clump_fraction=p["clump_fraction"], overlap=0.0, return_index=True)
+    return g, is_noise[keep_idx]
+
+
+def _tile_objects(counts: np.ndarray, g: Geometry, hits: np.ndarray, frame: tuple[int, int],
+                  tile_box: tuple[int, int, int, int], halo_origin: tuple[int, int], seeds: list, p: dict,
+                  is_noise: np.ndarray, label_of: np.ndarray, n_locs: np.ndarray, counted: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Localisations of the objects ``hits`` reaching a tile, added to ``counts`` (the tile plus its halo,
+    origin ``halo_origin`` in frame px), and the tile's truth.
+
+    ``tile_box`` is ``(y0, y1, x0, x1)`` in frame px. Each object's localisation count is recorded in
+    ``n_locs`` the first time it is generated (``counted``), in place.
+
+    Returns
+    -------
+    lab_t : ndarray of int32, (y1 - y0, x1 - x0)
+        Nucleus labels: where outlines overlap, the object of the smallest normalised radius.
+    noise_t : ndarray of bool, same shape
+        Inside a noise region.
+    """
+    y0, y1, x0, x1 = tile_box
+    hy0, hx0 = halo_origin
+    lab_t = np.zeros((y1 - y0, x1 - x0), np.int32)
+    rho_t = np.full((y1 - y0, x1 - x0), np.inf, np.float32)
+    noise_t = np.zeros((y1 - y0, x1 - x0), bool)
+    for k in hits:
+        ly, lx = _localisations(g, k, frame, seeds[k], p, bool(is_noise[k]))
+        if not counted[k]:
+            n_locs[k], counted[k] = ly.size, True
+        _histogram(counts, ly - hy0, lx - hx0)
+        box = rho_local(g, k, frame)
+        if box is None:
+            continue
+        (sy, sx), rho = box
+        # intersect the object's box with this tile
+        iy0, iy1 = max(sy.start, y0), min(sy.stop, y1)
+        ix0, ix1 = max(sx.start, x0), min(sx.stop, x1)
+        if iy0 >= iy1 or ix0 >= ix1:
+            continue
+        sub = rho[iy0 - sy.start: iy1 - sy.start, ix0 - sx.start: ix1 - sx.start]
+        tsl = (slice(iy0 - y0, iy1 - y0), slice(ix0 - x0, ix1 - x0))
+        if is_noise[k]:
+            noise_t[tsl] |= sub <= 1
+        else:
+            better = (sub <= 1) & (sub < rho_t[tsl])
+            rho_t[tsl][better] = sub[better]
+            lab_t[tsl][better] = label_of[k]
+    return lab_t, noise_t
+
+
+def _tile_background(counts: np.ndarray, base: int, p: dict, frame: tuple[int, int],
+                     halo_box: tuple[int, int, int, int]) -> None:
+    """Add the sparse background localisations of the tile plus halo ``halo_box`` (hy0, hy1, hx0, hx1) to
+    ``counts``, in place."""
+    hy0, hy1, hx0, hx1 = halo_box
+    h, w = frame
+    # drawn per fixed 256 px cell from the cell's own seed, so that they do not depend on the tile size
+    for by in range(hy0 // _CELL * _CELL, hy1, _CELL):
+        for bx in range(hx0 // _CELL * _CELL, hx1, _CELL):
+            r = np.random.default_rng([base, 2, by, bx])
+            bh, bw = min(_CELL, h - by), min(_CELL, w - bx)
+            m = r.poisson(p["background_density"] * bh * bw)
+            _histogram(counts, by + r.uniform(0, bh, m) - hy0, bx + r.uniform(0, bw, m) - hx0)
+
+
+def _tile_pairs(labels: np.ndarray, lab_t: np.ndarray, y0: int, x0: int) -> list[np.ndarray]:
+    """Touching label pairs within a tile ``lab_t`` at (y0, x0) and across its top and left seams with the
+    tiles already written to ``labels``."""
+    y1, x1 = y0 + lab_t.shape[0], x0 + lab_t.shape[1]
+    pairs = [touching_pairs(lab_t)]
+    if y0 > 0:
+        pairs.append(touching_pairs(np.stack([labels[y0 - 1, x0:x1], lab_t[0]])))
+    if x0 > 0:
+        pairs.append(touching_pairs(np.stack([labels[y0:y1, x0 - 1], lab_t[:, 0]], axis=1)))
+    return pairs
+
+
+def _nucleus_table(labels: np.ndarray, g: Geometry, nuclei: np.ndarray, area: np.ndarray, n_locs: np.ndarray,
+                   pairs: list[np.ndarray]) -> pd.DataFrame:
+    """The per-nucleus truth table: rendered outline (px), label area (px), localisations, border, touching.
+
+    ``nuclei`` (N,) are the rows of ``g`` labelled 1..N, ``area`` (N + 1,) the label areas (0 = background),
+    ``n_locs`` the localisation count of every object of ``g``, ``pairs`` the touching pairs of every tile.
+    """
+    edge = np.zeros(len(nuclei) + 1, bool)
+    edge[np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))] = True
+    present = area[1:] > 0
+    pairs_all = np.unique(np.concatenate(pairs), axis=0) if pairs else np.zeros((0, 2), np.int64)
+    n_touch = np.bincount(pairs_all.ravel(), minlength=len(nuclei) + 1)[1:]
+    objects = pd.DataFrame({
+        "label": np.arange(1, len(nuclei) + 1, dtype=np.int32),
+        "center_y": g.cy[nuclei], "center_x": g.cx[nuclei],
+        "diameter": 2 * np.sqrt(g.a[nuclei] * g.b[nuclei]),
+        "major_axis": 2 * g.a[nuclei], "minor_axis": 2 * g.b[nuclei], "angle": g.angle[nuclei],
+        "area": area[1:], "n_localisations": n_locs[nuclei], "at_border": edge[1:],
+        "touching": n_touch > 0, "n_touching": n_touch,
+    })
+    if not present.all():  # cannot happen with centres inside the frame; keep ids 1..N honest anyway
+        raise RuntimeError("a STORM nucleus has no pixels")
+    return objects
+
+
 def storm_field(
     shape: tuple[int, int] = (512, 512),
     *,
@@ -191,20 +310,7 @@ def storm_field(
     p["noise_density"] = uniform(rng, noise_density, 0.3, 1.0) * p["density"]
     fs = 255.0 if dtype == "uint8" else 65535.0
     p["level"] = uniform(rng, level, 20.0, 80.0) * (1.0 if dtype == "uint8" else 257.0)
-    mean_area = np.pi / 4 * np.mean(diameter) ** 2
-    n_nuc = max(1, int(round(p["coverage"] * h * w / mean_area)))
-    n_noise = int(rng.poisson(p["noise_regions"] * n_nuc))
-    nuc = random_geometry(n_nuc, rng, diameter=diameter, aspect=0.55, irregularity=0.06)
-    noi = random_geometry(n_noise, rng, diameter=(0.3 * diameter[0], 1.2 * diameter[1]), aspect=0.4,
-                          irregularity=0.15)
-    g = _concat(nuc, noi)
-    is_noise = np.r_[np.zeros(n_nuc, bool), np.ones(n_noise, bool)]
-    order = rng.permutation(len(g))  # nuclei and noise regions compete for space fairly
-    g = g.subset(order)
-    is_noise = is_noise[order]
-    # place() keeps the indices of the objects that fit, in order
-    g, keep_idx = place(g, (h, w), rng, clump_fraction=p["clump_fraction"], overlap=0.0, return_index=True)
-    is_noise = is_noise[keep_idx]
+    g, is_noise = _storm_geometry(rng, (h, w), diameter, p)
     base = int(rng.integers(2**63))
     seeds = [[base, 1, k] for k in range(len(g))]
     nuclei = np.flatnonzero(~is_noise)
@@ -231,39 +337,9 @@ def storm_field(
             hits = np.flatnonzero((g.cy + reach > hy0) & (g.cy - reach < hy1) & (g.cx + reach > hx0)
                                   & (g.cx - reach < hx1))
             counts = np.zeros((hy1 - hy0, hx1 - hx0), np.float32)
-            lab_t = np.zeros((y1 - y0, x1 - x0), np.int32)
-            rho_t = np.full((y1 - y0, x1 - x0), np.inf, np.float32)
-            noise_t = np.zeros((y1 - y0, x1 - x0), bool)
-            for k in hits:
-                ly, lx = _localisations(g, k, (h, w), seeds[k], p, bool(is_noise[k]))
-                if not counted[k]:
-                    n_locs[k], counted[k] = ly.size, True
-                _histogram(counts, ly - hy0, lx - hx0)
-                box = rho_local(g, k, (h, w))
-                if box is None:
-                    continue
-                (sy, sx), rho = box
-                # intersect the object's box with this tile
-                iy0, iy1 = max(sy.start, y0), min(sy.stop, y1)
-                ix0, ix1 = max(sx.start, x0), min(sx.stop, x1)
-                if iy0 >= iy1 or ix0 >= ix1:
-                    continue
-                sub = rho[iy0 - sy.start: iy1 - sy.start, ix0 - sx.start: ix1 - sx.start]
-                tsl = (slice(iy0 - y0, iy1 - y0), slice(ix0 - x0, ix1 - x0))
-                if is_noise[k]:
-                    noise_t[tsl] |= sub <= 1
-                else:
-                    better = (sub <= 1) & (sub < rho_t[tsl])
-                    rho_t[tsl][better] = sub[better]
-                    lab_t[tsl][better] = label_of[k]
-            # sparse background localisations, drawn per fixed 256 px cell from the cell's own seed, so
-            # that they do not depend on the tile size
-            for by in range(hy0 // _CELL * _CELL, hy1, _CELL):
-                for bx in range(hx0 // _CELL * _CELL, hx1, _CELL):
-                    r = np.random.default_rng([base, 2, by, bx])
-                    bh, bw = min(_CELL, h - by), min(_CELL, w - bx)
-                    m = r.poisson(p["background_density"] * bh * bw)
-                    _histogram(counts, by + r.uniform(0, bh, m) - hy0, bx + r.uniform(0, bw, m) - hx0)
+            lab_t, noise_t = _tile_objects(counts, g, hits, (h, w), (y0, y1, x0, x1), (hy0, hx0), seeds, p,
+                                           is_noise, label_of, n_locs, counted)
+            _tile_background(counts, base, p, (h, w), (hy0, hy1, hx0, hx1))
             # in place: the tile's counts are the only float image held
             ndi.gaussian_filter(counts, p["render_sigma"], output=counts, mode="constant", truncate=3.0)
             rendered = counts[y0 - hy0: y1 - hy0, x0 - hx0: x1 - hx0]
@@ -273,29 +349,10 @@ def storm_field(
             image[y0:y1, x0:x1] = rendered
             noise_mask[y0:y1, x0:x1] = noise_t & (lab_t == 0)
             labels[y0:y1, x0:x1] = lab_t
-            # touching pairs within the tile and across its top and left seams (already written)
-            pairs.append(touching_pairs(lab_t))
-            if y0 > 0:
-                pairs.append(touching_pairs(np.stack([labels[y0 - 1, x0:x1], lab_t[0]])))
-            if x0 > 0:
-                pairs.append(touching_pairs(np.stack([labels[y0:y1, x0 - 1], lab_t[:, 0]], axis=1)))
+            pairs += _tile_pairs(labels, lab_t, y0, x0)
             area += np.bincount(lab_t[lab_t > 0], minlength=len(area))  # foreground only: less memory
-            del counts, rendered, lab_t, rho_t, noise_t  # free before the next tile allocates its own
-    edge = np.zeros(len(nuclei) + 1, bool)
-    edge[np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))] = True
-    present = area[1:] > 0
-    pairs_all = np.unique(np.concatenate(pairs), axis=0) if pairs else np.zeros((0, 2), np.int64)
-    n_touch = np.bincount(pairs_all.ravel(), minlength=len(nuclei) + 1)[1:]
-    objects = pd.DataFrame({
-        "label": np.arange(1, len(nuclei) + 1, dtype=np.int32),
-        "center_y": g.cy[nuclei], "center_x": g.cx[nuclei],
-        "diameter": 2 * np.sqrt(g.a[nuclei] * g.b[nuclei]),
-        "major_axis": 2 * g.a[nuclei], "minor_axis": 2 * g.b[nuclei], "angle": g.angle[nuclei],
-        "area": area[1:], "n_localisations": n_locs[nuclei], "at_border": edge[1:],
-        "touching": n_touch > 0, "n_touching": n_touch,
-    })
-    if not present.all():  # cannot happen with centres inside the frame; keep ids 1..N honest anyway
-        raise RuntimeError("a STORM nucleus has no pixels")
+            del counts, rendered, lab_t, noise_t  # free before the next tile allocates its own
+    objects = _nucleus_table(labels, g, nuclei, area, n_locs, pairs)
     p.update(n_nuclei=len(nuclei), n_noise_regions=int(is_noise.sum()), tile=tile)
     objects = with_spacing(objects, spacing, p)
     return SynthSample(image=image, labels=labels, objects=objects, noise_mask=noise_mask, params=p)

@@ -4,7 +4,7 @@ watershed, labels mapped back to the input grid.
 The steps (SPEC §2, §4):
 
 1. **Scale.** A cheap first estimate of the nucleus diameter comes from an Otsu mask split at its
-   distance-transform peaks (:func:`nucleoscope.preprocess.estimate_diameter`) on a small copy of the
+   distance-transform peaks (:func:`nucleoscope.rescale.estimate_diameter`) on a small copy of the
    image; ``diameter`` or ``scale`` override it.
 2. **Pass 1** at a reduced resolution (nuclei at ``pass1_diameter`` px): the image is normalized by the
    Otsu foreground and the network gives a coarse mask and proposals; the median diameter of those
@@ -34,7 +34,8 @@ import torch
 
 from ... import InputError
 from ...preprocess import _otsu_fg as _otsu_mask
-from ...preprocess import estimate_diameter, foreground_normalize, normalize_percentile
+from ...preprocess import foreground_normalize, normalize_percentile
+from ...rescale import estimate_diameter
 from ..details import SegmentDetails
 from .instances import labels_from_maps, proposals
 from .network import NusetNet

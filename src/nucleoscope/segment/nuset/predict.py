@@ -25,7 +25,7 @@ DEFAULT_TILE = (1024, 96)
 def resize_image(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear resize (area-averaging when shrinking) with torch; float32 out.
 
-    Used instead of :func:`nucleoscope.preprocess.rescale_image` on the inference path for speed: the
+    Used instead of :func:`nucleoscope.rescale.rescale_image` on the inference path for speed: the
     torch kernel with ``antialias=True`` is ~10x faster than scikit-image's Gaussian + spline resize
     on large images, and the result is equivalent for a network input.
     """

@@ -41,7 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ...preprocess import estimate_diameter, normalize_percentile, rescale_image, resize_labels
+from ...preprocess import normalize_percentile
+from ...rescale import estimate_diameter, rescale_image, resize_labels
 from .augment import _Sampler
 from .checkpoint import _export_folded, _load_checkpoint, _load_init, _save_checkpoint
 from .infer import PASS1_FRACTION, Thresholds, check_image

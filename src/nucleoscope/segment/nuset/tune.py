@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 
-from ...preprocess import estimate_diameter
+from ...rescale import estimate_diameter
 from .infer import Thresholds, check_image, labels_from_maps, predict_nuset
 from .network import NusetNet
 
