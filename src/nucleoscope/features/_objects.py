@@ -24,12 +24,22 @@ def object_slices(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[tupl
     ids : (N,) ndarray
         Label values present, ascending, 0 excluded.
     seq : (Y, X) int32 ndarray
-        ``labels`` renumbered: object ``ids[k]`` is ``k + 1``.
+        ``labels`` renumbered: object ``ids[k]`` is ``k + 1`` (``labels`` itself, not a copy, when it is
+        int32 and already numbered 1..N; do not write to it).
     slices : list of (slice, slice)
         Bounding box of object ``k`` at position ``k``.
     """
-    ids = np.unique(labels)
-    ids = ids[ids != 0]
+    top = int(labels.max()) if labels.size else 0
+    if 0 < top < 4 * labels.size and int(labels.min()) >= 0:
+        # a bincount instead of np.unique (a sorted copy of the image), and the image itself when it is
+        # already numbered 1..N: a 16k x 16k label image is 1 GiB
+        ids = np.flatnonzero(np.bincount(labels.ravel()))
+        ids = ids[ids != 0].astype(labels.dtype)
+        if ids.size == top and labels.dtype == np.int32:
+            return ids, labels, ndi.find_objects(labels)
+    else:
+        ids = np.unique(labels)
+        ids = ids[ids != 0]
     if ids.size == 0:
         return ids, np.zeros(labels.shape, np.int32), []
     if ids[-1] < 4 * labels.size:

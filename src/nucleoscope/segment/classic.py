@@ -121,7 +121,8 @@ def _as_float(image: np.ndarray) -> tuple[np.ndarray, float]:
     if image.ndim != 2:
         raise ValueError(f"expected a 2D image (Y, X), got shape {image.shape}")
     img = image.astype(np.float64 if image.dtype == np.float64 else np.float32, copy=False)
-    peak = float(np.max(np.abs(img))) if img.size else 0.0
+    # the larger magnitude of the two extremes, without np.abs's full-size temporary
+    peak = max(abs(float(img.max())), abs(float(img.min()))) if img.size else 0.0
     if np.isfinite(peak) and peak > 0 and not _SAFE_MAGNITUDE[0] <= peak <= _SAFE_MAGNITUDE[1]:
         return (img / peak).astype(np.float32), peak
     return img.astype(np.float32, copy=False), 1.0
