@@ -29,6 +29,7 @@ __all__ = [
     "ClassicConfig",
     "ClassicDetails",
     "estimate_object_diameter",
+    "otsu_of_parts",
     "tiled_config",
     "segment_otsu",
     "segment_scenmed",
@@ -377,7 +378,35 @@ def segment_tissue(image: np.ndarray, *, spacing: float | None = None, diameter:
     return labels, ClassicDetails("tissue", t * scale, int(labels.max()), diameter_px=diameter)
 
 
-def tiled_config(image: np.ndarray, method: str, config: ClassicConfig | None, smooth) -> ClassicConfig:
+def otsu_of_parts(parts) -> float:
+    """Otsu's threshold of an image given as a re-iterable of its parts (any shapes, every pixel once).
+
+    Exactly ``skimage.filters.threshold_otsu`` of the whole image: its 256-bin histogram spans the
+    image's minimum to maximum, and ``numpy.histogram`` bins each value on its own, so counts summed
+    over the parts are the whole image's. Two passes (range, then counts); no copy of the image, where
+    ``threshold_otsu`` flattens one (1 GiB at 16k x 16k).
+
+    Parameters
+    ----------
+    parts : callable
+        ``parts()`` yields the parts (float32 arrays) afresh at each call.
+    """
+    lo = hi = None
+    for a in parts():
+        if a.size:
+            lo = a.min() if lo is None else min(lo, a.min())
+            hi = a.max() if hi is None else max(hi, a.max())
+    if lo is None or lo == hi:
+        return float("nan") if lo is None else float(lo)
+    counts = None
+    for a in parts():
+        c, edges = np.histogram(a, bins=256, range=(lo, hi))
+        counts = c if counts is None else counts + c
+    centres = (edges[:-1] + edges[1:]) / 2.0
+    return float(threshold_otsu(hist=(counts, centres)))
+
+
+def tiled_config(image: np.ndarray, method: str, config: ClassicConfig | None, smoothed_parts) -> ClassicConfig:
     """The config for every tile of a large image: the whole image's threshold, no relative-area filter.
 
     The auto-thresholds and the filter of objects below a fraction of the mean area are the two global
@@ -391,16 +420,24 @@ def tiled_config(image: np.ndarray, method: str, config: ClassicConfig | None, s
     image : (Y, X) array
     method : {"otsu", "classic", "tissue"}
     config : ClassicConfig or None
-    smooth : callable
-        ``smooth(image, sigma) -> smoothed``, e.g. tile by tile (the whole image's smoothing is needed
-        for its threshold; the caller bounds its memory).
+    smoothed_parts : callable
+        ``smoothed_parts(image, sigma)`` yields the smoothed image in parts that cover every pixel once
+        (e.g. the cores of tiles): Otsu's threshold (:func:`otsu_of_parts`) never holds the whole
+        smoothed image; Li's and Shanbhag's (``tissue``) gather it.
     """
     config = config or ClassicConfig()
     if config.threshold is None:
         img, scale = _as_float(image)
         if not _is_flat(img):
-            sm = smooth(img, config.smooth_sigma) if config.smooth_sigma else img
-            auto = _TISSUE_THRESHOLDS[config.tissue_threshold] if method == "tissue" else threshold_otsu
-            config = replace(config, threshold=float(auto(sm)) * scale)
+            def parts():
+                return smoothed_parts(img, config.smooth_sigma) if config.smooth_sigma else iter([img])
+
+            if method == "tissue" and config.tissue_threshold != "otsu":
+                sm = np.concatenate([p.ravel() for p in parts()])
+                t = float(_TISSUE_THRESHOLDS[config.tissue_threshold](sm))
+                del sm
+            else:
+                t = otsu_of_parts(parts)
+            config = replace(config, threshold=t * scale)
     pp = replace(config.postprocess, min_relative_area=0.0)
     return replace(config, postprocess=pp)

@@ -9,7 +9,8 @@ and gives every tile the same:
   crops (the centre and the four quadrants' centres; downsampling the whole image would shrink small
   nuclei below what the segmenters can size);
 - **threshold** (``otsu``, ``classic``, ``tissue``): the auto-threshold of the whole smoothed image, the
-  smoothing done tile by tile (exact: a Gaussian is local);
+  smoothing done tile by tile (exact: a Gaussian is local) and Otsu's histogram summed over the tiles
+  (:func:`nucleoscope.segment.classic.otsu_of_parts`);
 - **relative-area filter** (classic methods): off in the tiles, applied once to the stitched labels.
 
 With these, ``otsu`` and ``tissue`` give the labels of the untiled segmentation (up to numbering) for
@@ -17,8 +18,8 @@ nuclei smaller than the overlap, with one exception: their hole filling of the w
 fills a background pocket enclosed by a ring of touching nuclei (one giant object), and a ring cut by a
 tile stays open there, its nuclei split as usual. ``classic`` (morphological reconstruction propagates across the image)
 and ``nuset`` (each tile is normalized by its own foreground) come close but not bit-exact.
-Memory: the image, the labels, one tile's working set, and (classic methods) one float32 copy of the
-image while the threshold is planned.
+Memory: the image, the labels and one tile's working set (``tissue`` with Li's or Shanbhag's threshold
+also gathers one float32 copy of the smoothed image while the threshold is planned).
 """
 
 from __future__ import annotations
@@ -29,14 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from ..tiling import TilingConfig, predict_tiled, segment_tiled
+from ..tiling import TilingConfig, iter_tiles, segment_tiled
 from .details import SegmentDetails
 
 __all__ = ["TiledDetails", "fitted_tile", "needs_tiling", "plan_overlap", "segment_large"]
 
 _CLASSIC = ("otsu", "classic", "tissue")
 #: crops (px per side, at most) the diameter is estimated on when it is not given
-_PLAN_CROP = 2048
+_PLAN_CROP = 1024
 
 
 @dataclass
@@ -173,14 +174,16 @@ def segment_large(image: np.ndarray, *, method: str, spacing: float | None = Non
 
         cfg = options.get("config") or ClassicConfig()
         relative = cfg.postprocess.min_relative_area
-        # the whole image smoothed tile by tile: a Gaussian (truncated at 4 sigma) is local, so the
-        # result is the untiled one exactly when the overlap covers it
+        # the whole image smoothed tile by tile: a Gaussian (truncated at 4 sigma) is local, so each
+        # tile's core is the untiled result exactly when the overlap covers it
         smooth_tiles = TilingConfig(tile=int(tile_size), overlap=max(16, 2 * math.ceil(4 * cfg.smooth_sigma) + 2))
 
-        def smooth(img: np.ndarray, sigma: float) -> np.ndarray:
-            return predict_tiled(img, lambda t: gaussian(t, sigma=sigma, preserve_range=True), smooth_tiles)
+        def smoothed_parts(img: np.ndarray, sigma: float):
+            for t in iter_tiles(img.shape, smooth_tiles):
+                window = np.ascontiguousarray(img[t.window])
+                yield gaussian(window, sigma=sigma, preserve_range=True)[t.core_in_window]
 
-        tile_options["config"] = tiled_config(image, method, cfg, smooth)
+        tile_options["config"] = tiled_config(image, method, cfg, smoothed_parts)
         threshold = float(tile_options["config"].threshold) if tile_options["config"].threshold is not None else math.nan
         timings["plan_threshold"] = time.perf_counter() - t0 - timings["plan_diameter"]
     flattened: list[bool] = []
