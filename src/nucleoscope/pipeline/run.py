@@ -27,7 +27,7 @@ __all__ = ["DEFAULT_TILE_SIZE", "IMAGE_COLUMNS", "RunConfig", "RunJob", "looks_l
 log = logging.getLogger(__name__)
 
 IMAGE_COLUMNS = ["ImageName", "Path", "Status", "Error", "Count", "Flagged", "Megapixels", "Seconds",
-                 "Method", "PixelSize_um", "Diameter_px", "BackgroundFlattened"]
+                 "Method", "PixelSize_um", "Diameter_px", "BackgroundFlattened", "Warnings"]
 assert set(BASE_IMAGE_COLUMNS) <= set(IMAGE_COLUMNS)
 
 #: Images with a side over this (px, as segmented) are segmented in tiles. Measured (bench/tiling.py):
@@ -150,7 +150,8 @@ def _segmentation_record(details: Any) -> dict[str, Any]:
     """What the segmenter decided per image, for images.csv (the shared details fields)."""
     d = getattr(details, "diameter_px", float("nan"))
     return {"Diameter_px": float(d) if d is not None else float("nan"),
-            "BackgroundFlattened": bool(getattr(details, "flattened", False))}
+            "BackgroundFlattened": bool(getattr(details, "flattened", False)),
+            "Warnings": "; ".join(getattr(details, "warnings", None) or [])}
 
 
 def model_identity(method: str, segment_options: dict | None = None) -> dict:
@@ -206,7 +207,7 @@ class RunJob(BatchJob):
 
     def empty_record(self, item: Item) -> dict[str, Any]:
         rec = super().empty_record(item)
-        rec.update(Flagged=0, Method=self.config.method, BackgroundFlattened=False)
+        rec.update(Flagged=0, Method=self.config.method, BackgroundFlattened=False, Warnings="")
         return rec
 
     def outputs(self, out: Path, name: str) -> list[Path]:

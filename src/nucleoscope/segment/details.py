@@ -26,8 +26,12 @@ class SegmentDetails:
         An uneven background was fitted and subtracted before segmenting.
     timings : dict
         Seconds per stage.
+    warnings : list of str
+        What the user should know about this image's result (e.g. nuclei smaller than the segmenter
+        handles); ``images.csv`` records them.
     """
 
     diameter_px: float = math.nan
     flattened: bool = False
     timings: dict = field(default_factory=dict)
+    warnings: list = field(default_factory=list)

@@ -187,12 +187,16 @@ def segment_large(image: np.ndarray, *, method: str, spacing: float | None = Non
         threshold = float(tile_options["config"].threshold) if tile_options["config"].threshold is not None else math.nan
         timings["plan_threshold"] = time.perf_counter() - t0 - timings["plan_diameter"]
     flattened: list[bool] = []
+    warnings: list[str] = []
     n_tiles = 0
 
     def run_tile(tile: np.ndarray) -> np.ndarray:
         nonlocal n_tiles
         labels, det = segment(tile, method=method, spacing=spacing, diameter=d, **tile_options)
         flattened.append(bool(getattr(det, "flattened", False)))
+        for w in getattr(det, "warnings", None) or []:
+            if w not in warnings:
+                warnings.append(w)
         n_tiles += 1
         return labels
 
@@ -205,7 +209,7 @@ def segment_large(image: np.ndarray, *, method: str, spacing: float | None = Non
     timings["total"] = time.perf_counter() - t0
     return labels, TiledDetails(method=method, tile_size=tiling.tile, overlap=overlap, n_tiles=n_tiles,
                                 diameter_source=source, threshold=threshold, diameter_px=d,
-                                flattened=any(flattened), timings=timings)
+                                flattened=any(flattened), timings=timings, warnings=warnings)
 
 
 def _drop_small_relative_inplace(labels: np.ndarray, fraction: float, *, chunk: int) -> None:

@@ -51,6 +51,8 @@ __all__ = ["DEFAULT_TILE", "PASS1_FRACTION", "NusetDetails", "NusetMaps", "Thres
 #: Pass 1 runs with nuclei at this fraction of the training diameter (cheaper; the network is trained
 #: down to 0.55 x), unless the model's JSON says otherwise.
 PASS1_FRACTION = 0.625
+#: Images are enlarged at most this much for the network (the nuclei of smaller images stay small).
+MAX_UPSCALE = 4.0
 
 
 @dataclass(frozen=True)
@@ -187,7 +189,7 @@ def predict_nuset(image: np.ndarray, net: NusetNet, *, thresholds: Thresholds = 
 
     # ---- pass 1: coarse, at reduced resolution, Otsu-foreground normalization
     t = time.perf_counter()
-    f1 = min(pass1_d / d_src, 4.0)
+    f1 = min(pass1_d / d_src, MAX_UPSCALE)
     x1 = resize_image(image, _shape(image.shape, f1))
     x1n = foreground_normalize(x1, _otsu_mask(x1)) if norm == "foreground" else normalize_percentile(x1)
     prob1, cls1, box1, _ = predict_maps(net, x1n, device=device, tile=tile)
@@ -204,7 +206,7 @@ def predict_nuset(image: np.ndarray, net: NusetNet, *, thresholds: Thresholds = 
 
     # ---- pass 2: at the training diameter, re-normalized by the coarse foreground
     t = time.perf_counter()
-    f2 = min(cfg.diameter / d_src, 4.0)
+    f2 = min(cfg.diameter / d_src, MAX_UPSCALE)
     x2 = resize_image(image, _shape(image.shape, f2))
     if norm == "percentile":
         x2n = normalize_percentile(x2)
@@ -305,7 +307,13 @@ def segment_nuset(image: np.ndarray, *, spacing: float | None = None, diameter: 
     timings = dict(maps.timings)
     timings["postprocess"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
+    warnings = []
+    if not maps.empty and maps.diameter * MAX_UPSCALE < net.config.diameter:
+        warnings.append(f"nuclei ~{maps.diameter:.1f} px across are below NuSeT's range (it enlarges images at "
+                        f"most {MAX_UPSCALE:g}x, to nuclei of {net.config.diameter:g} px): small nuclei may be "
+                        f"missed or merged; segment a higher magnification")
+        log.warning("%s", warnings[-1])
     details = NusetDetails(diameter_px=maps.diameter, diameter_source=maps.diameter_source, scale=maps.scale,
                            n_proposals=n_prop, n_seeds=n_seeds, thresholds=th, timings=timings,
-                           prob=prob_up if return_prob else None, flattened=maps.flattened)
+                           prob=prob_up if return_prob else None, flattened=maps.flattened, warnings=warnings)
     return labels, details
