@@ -280,3 +280,69 @@ def test_file_names_that_look_like_formulas_are_inert_in_csv(inputs, tmp_path):
         cells = pd.read_csv(out / table, dtype=str)["ImageName"]
         assert (cells == "'" + name).all()
     assert (pd.read_parquet(out / "nuclei.parquet")["ImageName"] == name).all()  # data keeps the name
+
+
+def test_too_many_large_windows_are_refused_keeping_run_json(inputs, tmp_path, capsys, monkeypatch):
+    # --crops 100000 used to crash after the batch (a 112 GiB allocation), losing run.json and the report
+    from nucleoscope.pipeline import engine
+
+    monkeypatch.setattr(engine, "MAX_WINDOW_BYTES", 1 << 20)
+    out = tmp_path / "o"
+    assert main(["run", str(inputs / "img0.tif"), "-o", str(out), "--method", "otsu", "-q", "--features", "shape",
+                 "--crops", "256"]) == 1
+    err = capsys.readouterr().err
+    assert "img0" in err and "GiB" in err and "smaller size" in err and "Traceback" not in err
+    assert (out / "run.json").exists() and (out / "report.html").exists() and not (out / "crops.h5").exists()
+    assert json.loads((out / "run.json").read_text())["output_errors"]
+
+
+def test_measure_checks_the_output_folder_before_the_work(inputs, tmp_path, capsys, monkeypatch):
+    import nucleoscope.pipeline.measure as meas
+
+    (tmp_path / "lab").mkdir()
+    tifffile.imwrite(tmp_path / "lab" / "img0.tif", np.zeros((384, 384), np.uint16))
+    (tmp_path / "file").write_text("x")
+
+    def never(*a, **k):
+        raise AssertionError("measured before checking -o")
+
+    monkeypatch.setattr(meas.MeasureJob, "process", never)
+    assert main(["measure", str(inputs / "img0.tif"), "--labels", str(tmp_path / "lab"), "-o",
+                 str(tmp_path / "file" / "o")]) == 2
+    assert "cannot write to the output folder" in capsys.readouterr().err
+
+
+def test_out_of_memory_message_names_the_real_way_out(inputs, tmp_path, monkeypatch):
+    # "out of memory (nan MP); try a tiled method" named a method that did not exist
+    import nucleoscope.pipeline.run as run_job
+
+    def oom(*a, **k):
+        raise MemoryError
+
+    monkeypatch.setattr(run_job, "analyze", oom)
+    out = tmp_path / "o"
+    assert main(["run", str(inputs / "img0.tif"), "-o", str(out), "--method", "otsu", "-q"]) == 1
+    err = pd.read_csv(out / "images.csv")["Error"][0]
+    assert "out of memory (0.1 MP)" in err and "--tile-size" in err and "nan" not in err
+
+
+def test_dense_small_nuclei_are_not_called_empty():
+    # a 1500 px field of 5 px nuclei read as "no foreground above the noise": 0 nuclei, status ok
+    pytest.importorskip("torch")
+    from nucleoscope.segment.nuset.scale import EMPTY_SNR, _initial_diameter
+
+    s = nuclei_field((1500, 1500), rng=1, diameter=(5.0, 6.0), coverage=0.35, max_nuclei=200000,
+                     clump_fraction=0.0)
+    c = _initial_diameter(s.image.astype(np.float32))
+    assert c.snr >= EMPTY_SNR and 4.0 < c.diameter < 7.0
+
+
+def test_nuclei_below_the_model_range_are_a_warning(tmp_path):
+    pytest.importorskip("torch")
+    from nucleoscope.segment import segment
+
+    s = nuclei_field((256, 256), rng=3, diameter=(14.0, 16.0))
+    _, det = segment(s.image.astype(np.float32), method="nuset", diameter=3.0)
+    assert det.warnings and "below NuSeT's range" in det.warnings[0]
+    _, ok = segment(s.image.astype(np.float32), method="nuset")
+    assert ok.warnings == []

@@ -186,6 +186,20 @@ def output_lock(out: Path, command: str = ""):
                 path.unlink()
 
 
+#: The nucleus windows (crops, patches) of one image are held in memory before they are written: refuse
+#: more than this rather than ask the system for it (``--crops 2048`` on 10,000 nuclei is 200 GiB).
+MAX_WINDOW_BYTES = 2 << 30
+
+
+def check_window_bytes(name: str, count: int, size: int) -> None:
+    """Raise :class:`OutputError` naming the image when its ``count`` windows of ``size`` px would need
+    more than :data:`MAX_WINDOW_BYTES` (float32 pixels + a bool mask each)."""
+    need = int(count) * int(size) ** 2 * 5
+    if need > MAX_WINDOW_BYTES:
+        raise OutputError(f"{name}: {count} nuclei in {size} x {size} px windows would need {need / 2**30:.1f} GiB "
+                          f"of memory (at most {MAX_WINDOW_BYTES / 2**30:g} GiB per image); choose a smaller size")
+
+
 def state_dir(out: Path) -> Path:
     return Path(out) / ".state"
 

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from .. import InputError
-from .engine import BASE_IMAGE_COLUMNS, BatchJob, Item, run_jobs
+from .engine import BASE_IMAGE_COLUMNS, BatchJob, Item, check_window_bytes, run_jobs
 
 __all__ = ["LABEL_SUFFIXES", "MEASURE_IMAGE_COLUMNS", "MeasureJob", "MeasureOptions", "measure_batch",
            "pair_labels"]
@@ -157,6 +157,8 @@ class MeasureJob(BatchJob):
                             metadata={"features": o.feature_set, "pixel_size": o.pixel_size,
                                       "hc_k": o.hc_k}) as writers:
             for _, r in images[images["Status"] == "ok"].iterrows():
+                check_window_bytes(r["ImageName"], r["Count"], max(o.crop_size if o.crops else 0,
+                                                                   o.patch_size if o.patches else 0))
                 img, labels = _read_pair(Item(r["ImageName"], r["Path"], r["LabelsPath"]), o)
                 if "crops" in writers:
                     writers["crops"].add(r["ImageName"], nucleus_crops(img.data, labels, size=o.crop_size),

@@ -19,7 +19,7 @@ import pandas as pd
 from .. import InputError
 from ..qc import QC_COLUMNS, QCConfig
 from .analyze import analyze
-from .engine import BASE_IMAGE_COLUMNS, OUTPUT_SUBFOLDERS, BatchJob, Item, run_jobs
+from .engine import BASE_IMAGE_COLUMNS, OUTPUT_SUBFOLDERS, BatchJob, Item, check_window_bytes, run_jobs
 from .overlay import overlay_rgb
 
 __all__ = ["DEFAULT_TILE_SIZE", "IMAGE_COLUMNS", "RunConfig", "RunJob", "looks_like_labels", "run_batch"]
@@ -272,6 +272,7 @@ def _write_windows(out: Path, images: pd.DataFrame, config: RunConfig) -> None:
                         patch_stride=max(config.patches // 2, 1),
                         metadata={"method": config.method, "pixel_size": config.pixel_size}) as writers:
         for _, r in images[images["Status"] == "ok"].iterrows():
+            check_window_bytes(r["ImageName"], r["Count"], max(config.crops, config.patches))
             img = io.read_image(r["Path"], channel=config.channel, plane=config.plane, pixel_size=config.pixel_size)
             labels = io.read_labels(out / "labels" / f"{r['ImageName']}.tif")
             if "crops" in writers:
