@@ -7,7 +7,6 @@ The samples ship with their published annotations, so the summary also scores th
 from __future__ import annotations
 
 import argparse
-import sys
 from importlib import resources
 from pathlib import Path
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-from pathlib import Path
 
 from .. import InputError
 from .. import metrics as M

@@ -18,7 +18,6 @@ and the training in :func:`nucleoscope.segment.nuset.train.train_nuset`.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shlex
 import sys

@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 
 from .._errors import InputError
 from ..records import LabelledImage

@@ -22,10 +22,7 @@ import logging
 import os
 import errno
 import platform
-import signal
-import socket
 import sys
-import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -37,6 +34,8 @@ import numpy as np
 import pandas as pd
 
 from .. import InputError, __version__
+from .lock import output_lock, pid_alive
+from .workers import BatchInterrupted, stop_on_signals, worker_count, worker_init
 
 __all__ = ["BASE_IMAGE_COLUMNS", "BatchInterrupted", "BatchJob", "Item", "OUTPUT_SUBFOLDERS", "OutputError",
            "output_lock", "prepare_output", "run_jobs", "source_stamp", "state_dir"]
@@ -113,77 +112,8 @@ class BatchJob:
         """Whole-run outputs written after every item (e.g. crops.h5 over the finished images)."""
 
 
-class BatchInterrupted(BaseException):
-    """The batch was stopped (SIGTERM, SIGINT / Ctrl-C): finished items are kept, a rerun resumes.
-
-    A ``BaseException``, like ``KeyboardInterrupt``, so that no item's ``except Exception`` records
-    the stop as that item's failure.
-    """
-
-    def __init__(self, signum: int, done: int = 0, total: int = 0) -> None:
-        self.signum, self.done, self.total = signum, done, total
-        super().__init__(f"stopped by {signal.Signals(signum).name}")
-
-
 class OutputError(OSError):
     """Results could not be written (disk full, permissions): the message names every path that failed."""
-
-
-LOCK_NAME = ".nucleoscope.lock"
-
-
-def _read_lock(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-@contextlib.contextmanager
-def output_lock(out: Path, command: str = ""):
-    """Hold ``out/.nucleoscope.lock`` (pid, host, start, command) for the length of a batch.
-
-    Two runs writing into one folder would mix their labels and tables; the second one is refused with
-    a message naming the first. A lock left by a dead process of this host (kill -9, a crash) is taken
-    over; one of another host is refused (its process cannot be checked from here), naming the file to
-    delete if that run is known to be over.
-
-    Raises
-    ------
-    InputError
-        Another live run holds the folder.
-    """
-    path = Path(out) / LOCK_NAME
-    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-          "command": command}
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            other = _read_lock(path)
-            if other is None:  # being written by its owner this very moment, or garbage: look again
-                time.sleep(0.05)
-                other = _read_lock(path)
-            if other is not None and (other.get("host") != me["host"] or _pid_alive(int(other.get("pid", -1)))):
-                where = "" if other.get("host") == me["host"] else f" on host {other.get('host')}"
-                raise InputError(f"another nucleoscope run (pid {other.get('pid')}{where}, started "
-                                 f"{other.get('started')}) is writing to this folder; wait for it to finish, "
-                                 f"or choose another -o (if that run is over, delete {path})", path=out) from None
-            log.info("taking over the lock of a run that ended without releasing it (%s)", other)
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-            continue
-        with os.fdopen(fd, "w") as fh:
-            json.dump(me, fh)
-        break
-    else:
-        raise InputError(f"cannot take the lock {path}", path=out)
-    try:
-        yield path
-    finally:
-        if (_read_lock(path) or {}).get("pid") == me["pid"]:
-            with contextlib.suppress(OSError):
-                path.unlink()
 
 
 #: The nucleus windows (crops, patches) of one image are held in memory before they are written: refuse
@@ -213,16 +143,6 @@ def source_stamp(path: str | os.PathLike) -> list[int] | None:
     return [int(st.st_size), int(st.st_mtime_ns)]
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # exists but belongs to someone else
-        return True
-    return True
-
-
 def _remove_stale_temporaries(out: Path) -> int:
     """Delete ``.~<pid>-<hex>.<name>`` files (see :func:`nucleoscope.io.atomic_path`) left by killed runs.
 
@@ -235,7 +155,7 @@ def _remove_stale_temporaries(out: Path) -> int:
             continue
         for f in folder.glob(".~*-*.*"):
             pid = f.name[2:].split("-", 1)[0]
-            if pid.isdigit() and not _pid_alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 with contextlib.suppress(OSError):
                     f.unlink()
                     removed += 1
@@ -331,53 +251,6 @@ def _work(job: BatchJob, item: Item, out: str, key: str) -> dict[str, Any]:
     return rec
 
 
-def _worker_init(n: int, parent: int) -> None:
-    """Pool-worker initializer: share the cores, ignore Ctrl-C, and die with the parent.
-
-    Without the thread limit every worker's torch/OpenMP/BLAS pool starts one thread per core, and
-    ``--jobs 2`` on two cores ran NuSeT 1.8x slower than ``--jobs 1``. A parent killed with ``kill -9``
-    cannot stop its workers, which then ran on under PID 1 (~400 MB each): a watchdog thread exits the
-    worker once its parent is gone (it is re-parented, so ``getppid`` changes). SIGINT is the parent's
-    to handle (it stops the pool itself); SIGTERM keeps its default, ending the worker.
-    """
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = str(n)
-    if "torch" in sys.modules:  # imported by the parent before the fork
-        sys.modules["torch"].set_num_threads(n)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(0.5)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="nucleoscope-parent-watchdog", daemon=True).start()
-
-
-def worker_count(jobs: int, n_items: int) -> int:
-    """Worker processes for ``n_items``: at most one per item and one per core (more only compete)."""
-    return max(1, min(int(jobs), int(n_items), os.cpu_count() or 1))
-
-
-@contextlib.contextmanager
-def _stop_on_signals():
-    """Turn SIGTERM and SIGINT into :class:`BatchInterrupted` while a batch runs (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum, frame):
-        raise BatchInterrupted(signum)
-
-    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-
-
 def _empty_table(columns: list[str]) -> pd.DataFrame:
     df = pd.DataFrame({c: pd.Series([], dtype=object if c == "ImageName" else float) for c in columns})
     for c in columns:
@@ -393,7 +266,7 @@ def _execute(job: BatchJob, todo: list[Item], out: Path, key: str, jobs: int, ba
     records: dict[str, dict] = {}
     if jobs > 1 and len(todo) > 1:
         threads = max(1, (os.cpu_count() or 1) // jobs)
-        ex = ProcessPoolExecutor(max_workers=jobs, initializer=_worker_init, initargs=(threads, os.getpid()))
+        ex = ProcessPoolExecutor(max_workers=jobs, initializer=worker_init, initargs=(threads, os.getpid()))
         try:
             futs = {ex.submit(_work, job, it, os.fspath(out), key): it for it in todo}
             for fut in as_completed(futs):
@@ -495,7 +368,7 @@ def _run_locked(job: BatchJob, items: Sequence[Item], out: Path, *, jobs: int, s
     bar = tqdm(total=len(items), initial=len(records), unit="image", disable=not show_progress,
                desc="nucleoscope", dynamic_ncols=True)
     try:
-        with _stop_on_signals():
+        with stop_on_signals():
             records.update(_execute(job, todo, out, key, workers, bar))
     except BatchInterrupted as stop:
         stop.done = sum(1 for n in records) + sum(
