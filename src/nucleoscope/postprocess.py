@@ -27,8 +27,22 @@ __all__ = [
 
 
 def object_areas(labels: np.ndarray) -> np.ndarray:
-    """Pixel count of every label id ``0..labels.max()`` (index = id; entry 0 is the background)."""
-    return np.bincount(labels.ravel(), minlength=int(labels.max()) + 1 if labels.size else 1)
+    """Pixel count of every label id ``0..labels.max()`` (index = id; entry 0 is the background).
+
+    Counted in chunks of ~16 M pixels: ``np.bincount`` converts its input to 64-bit integers, a
+    2 GiB temporary for a 16k x 16k int32 label image.
+    """
+    flat = np.asarray(labels).reshape(-1)
+    n = int(flat.max()) + 1 if flat.size else 1
+    if flat.size <= _AREA_CHUNK:
+        return np.bincount(flat, minlength=n)
+    out = np.zeros(n, np.int64)
+    for i in range(0, flat.size, _AREA_CHUNK):
+        out += np.bincount(flat[i:i + _AREA_CHUNK], minlength=n)
+    return out
+
+
+_AREA_CHUNK = 1 << 24
 
 
 def relabel(labels: np.ndarray) -> np.ndarray:

@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
 
+from .postprocess import object_areas
+
 __all__ = ["QCConfig", "QC_COLUMNS", "qc_flags", "drop_flagged"]
 
 QC_COLUMNS = ["QC_Overexposed", "QC_NearEdge", "QC_TooLarge", "QC_TooSmall", "QC_Flagged"]
@@ -79,14 +81,19 @@ def qc_flags(image: np.ndarray, labels: np.ndarray, *, saturation: float,
     flat = labels.ravel()
     # bincounts, not np.unique (a sorted copy of the image) nor boolean weights (cast to a float64 copy):
     # the memory of a 16k x 16k image's flags stays a few arrays of one number per nucleus
-    area = np.bincount(flat) if flat.size else np.zeros(1, np.int64)
+    area = object_areas(labels) if flat.size else np.zeros(1, np.int64)
     ids = np.flatnonzero(area)
     ids = ids[ids > 0]
     if ids.size == 0:
         return pd.DataFrame({"ObjectNumber": pd.Series([], dtype=np.int32),
                              **{c: pd.Series([], dtype=bool) for c in QC_COLUMNS}})
     n = area.size - 1
-    over = np.bincount(flat[np.asarray(image).ravel() > config.overexposed_level * saturation], minlength=n + 1)
+    level = config.overexposed_level * saturation
+    pixels = np.asarray(image).reshape(-1)
+    over = np.zeros(n + 1, np.int64)
+    step = 1 << 24  # chunks: bincount's 64-bit copy of every overexposed pixel's id stays small
+    for i in range(0, flat.size, step):
+        over += np.bincount(flat[i:i + step][pixels[i:i + step] > level], minlength=n + 1)
     overexposed = (over[ids] >= config.overexposed_fraction * area[ids])
     slices = ndi.find_objects(labels.astype(np.int32, copy=False))
     H, W = labels.shape

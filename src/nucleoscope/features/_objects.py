@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage as ndi
 
+from ..postprocess import object_areas
+
 __all__ = ["object_slices"]
 
 
@@ -33,7 +35,7 @@ def object_slices(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[tupl
     if 0 < top < 4 * labels.size and int(labels.min()) >= 0:
         # a bincount instead of np.unique (a sorted copy of the image), and the image itself when it is
         # already numbered 1..N: a 16k x 16k label image is 1 GiB
-        ids = np.flatnonzero(np.bincount(labels.ravel()))
+        ids = np.flatnonzero(object_areas(labels))
         ids = ids[ids != 0].astype(labels.dtype)
         if ids.size == top and labels.dtype == np.int32:
             return ids, labels, ndi.find_objects(labels)

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ..postprocess import object_areas
 from ..tiling import TilingConfig, iter_tiles, segment_tiled
 from .details import SegmentDetails
 
@@ -216,7 +217,7 @@ def _drop_small_relative_inplace(labels: np.ndarray, fraction: float, *, chunk: 
     """Remove objects below ``fraction`` x the mean object area and renumber 1..N keeping the order of
     the ids, in place, in row chunks: :func:`nucleoscope.postprocess.remove_small_relative` followed by
     a relabel would make two full copies of a label image that may be gigabytes."""
-    areas = np.bincount(labels.ravel())
+    areas = object_areas(labels)
     present = areas > 0
     present[0] = False
     if not present.any():
