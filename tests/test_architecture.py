@@ -14,7 +14,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "nucleoscope"
 
 #: The pure core: functions on arrays. It never imports a face (files, command line, report, GUI,
 #: cluster) nor the batch engine that drives it.
-CORE = ("_errors", "records", "preprocess", "rescale", "background", "postprocess", "tiling", "qc", "features",
+CORE = ("_errors", "records", "preprocess", "rescale", "background", "postprocess", "overlaps", "tiling", "qc", "features",
         "metrics", "synth", "segment", "models", "classify", "volume", "track")
 FACES = ("io", "cli", "report", "pipeline", "napari", "distributed")
 #: Where torch may be imported (lazily elsewhere would still load it: nowhere else at all).

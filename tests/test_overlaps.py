@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage as ndi
 from skimage.draw import disk
 
-from nucleoscope.postprocess import resolve_overlaps
+from nucleoscope.overlaps import resolve_overlaps
 
 SHAPE = (80, 100)
 
