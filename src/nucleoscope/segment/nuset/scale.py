@@ -58,7 +58,8 @@ def _initial_diameter(image: np.ndarray) -> _Coarse:
 
     The copy is <= 256 px on its long side, or <= 512 px when nuclei come out smaller than 8 px there.
     When they are still smaller than that (or nothing stands out) on a larger image, a central crop of
-    <= 512 px at full resolution is looked at too, and wins if it shows nuclei above the noise: a
+    <= 512 px at full resolution is looked at too, and wins if the copy showed nothing above the noise
+    and the crop does: a
     dense field of 5 px nuclei blurs into an even grey on any small copy of a large image, which read
     as "no foreground above the noise" from 1500 px on (0 nuclei), where a 512 px crop finds them all.
     """
@@ -69,8 +70,10 @@ def _initial_diameter(image: np.ndarray) -> _Coarse:
             h, w = image.shape
             y0, x0 = max(0, (h - 512) // 2), max(0, (w - 512) // 2)
             crop, _ = _coarse_estimate(image[y0:y0 + 512, x0:x0 + 512], 512)
-            if crop.snr >= EMPTY_SNR and np.isfinite(crop.diameter) and not (c.snr >= EMPTY_SNR and
-                                                                             c.diameter_small >= 8):
+            # only where the copy saw nothing: a copy that sees nuclei (even small ones) keeps its
+            # estimate, as before this fallback existed (a 2048² BBBC039 field's labels are unchanged)
+            copy_failed = not (c.snr >= EMPTY_SNR and np.isfinite(c.diameter))
+            if copy_failed and crop.snr >= EMPTY_SNR and np.isfinite(crop.diameter):
                 c = crop
     if np.isfinite(c.diameter):
         c.uneven, c.background = _unevenness(small, image.shape)
