@@ -69,12 +69,12 @@ def _initial_diameter(image: np.ndarray) -> _Coarse:
         if max(image.shape) > 512 and not (c.diameter_small >= 8):
             h, w = image.shape
             y0, x0 = max(0, (h - 512) // 2), max(0, (w - 512) // 2)
-            crop, _ = _coarse_estimate(image[y0:y0 + 512, x0:x0 + 512], 512)
             # only where the copy saw nothing: a copy that sees nuclei (even small ones) keeps its
             # estimate, as before this fallback existed (a 2048² BBBC039 field's labels are unchanged)
-            copy_failed = not (c.snr >= EMPTY_SNR and np.isfinite(c.diameter))
-            if copy_failed and crop.snr >= EMPTY_SNR and np.isfinite(crop.diameter):
-                c = crop
+            if not (c.snr >= EMPTY_SNR and np.isfinite(c.diameter)):
+                crop, _ = _coarse_estimate(image[y0:y0 + 512, x0:x0 + 512], 512)
+                if crop.snr >= EMPTY_SNR and np.isfinite(crop.diameter):
+                    c = crop
     if np.isfinite(c.diameter):
         c.uneven, c.background = _unevenness(small, image.shape)
     return c
