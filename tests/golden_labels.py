@@ -1,5 +1,5 @@
 """Write tests/data/golden_labels.json: SHA-256 of the labels every method gives on the bundled images and
-on bbbc039/val, made with the code before the architecture refactor (commit f874bbd). The refactor is
+on bbbc039/val, made with the code before the architecture refactor (commit f874bbd; the Kromp and 2048² entries with 8e9aa98, which holds the same src). The refactor is
 behaviour-preserving; tests/test_golden_labels.py checks the labels stay bit-identical.
 
 Run: python tests/golden_labels.py  (rewrites the file; do so only for an intended change of results)
@@ -37,6 +37,23 @@ def val_images() -> list[Path]:
     return sorted((SHARED_DATA / "bbbc039" / "val" / "images").glob("*.tif"))
 
 
+def kromp_images() -> list[Path]:
+    """Three of kromp2020's held-out train images (every 5th, sorted, as bench/nuset.py): larger fields
+    than BBBC039's, where NuSeT's first look goes past its 512 px copy."""
+    return sorted((SHARED_DATA / "kromp2020_sbsst265" / "train" / "images").glob("*.tif"))[::5][:3]
+
+
+def large_field_hash(n: int = 2048) -> str:
+    """NuSeT's labels of the first bundled image tiled to ``n`` x ``n`` (the benchmark's field)."""
+    import tifffile
+
+    from nucleoscope.segment.nuset import segment_nuset
+
+    src = tifffile.imread(bundled_images()[0]).astype(np.float32)
+    img = np.tile(src, (n // src.shape[0] + 1, n // src.shape[1] + 1))[:n, :n]
+    return label_hash(segment_nuset(img, device="cpu")[0])
+
+
 def compute(method: str, paths: list[Path]) -> dict[str, str]:
     from nucleoscope.io import read_image
     from nucleoscope.pipeline import analyze
@@ -56,6 +73,8 @@ def main() -> None:
         golden["bundled"][m] = compute(m, bundled_images())
         golden["bbbc039_val"][m] = compute(m, val_images()[:n])
         print(m, "done", flush=True)
+    golden["kromp_nuset"] = compute("nuset", kromp_images())
+    golden["large_field_nuset"] = large_field_hash()
     (HERE / "data" / "golden_labels.json").write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
 
 
