@@ -91,6 +91,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                         "%(default)s, SCENMED's crop; raise it at 40-100x magnification)")
     p.add_argument("--no-overlays", action="store_true", help="do not write overlay PNGs")
     p.add_argument("--rois", action="store_true", help="also write rois/<image>.zip for Fiji's ROI Manager")
+    p.add_argument("--ome-zarr", action="store_true",
+                   help="also write ome-zarr/<image>.ome.zarr: the image with its labels, multiscale (napari, "
+                        "Fiji, OMERO open it); needs pip install 'nucleoscope[ome]'")
     p.add_argument("--crops", type=_window_size, nargs="?", const=128, default=0, metavar="SIZE",
                    help="also write crops.h5: every nucleus centred in a SIZE x SIZE window (default SIZE 128)")
     p.add_argument("--patches", type=_window_size, nargs="?", const=32, default=0, metavar="SIZE",
@@ -120,7 +123,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                      plane=getattr(args, "plane", None), feature_set=args.features,
                      drop_flagged=args.drop_flagged, qc=QCConfig(edge_margin=args.edge_margin, max_box=args.max_box),
                      diameter=None if um else args.diameter, diameter_um=args.diameter if um else None,
-                     overlays=not args.no_overlays, rois=args.rois, scale=args.scale,
+                     overlays=not args.no_overlays, rois=args.rois, ome_zarr=args.ome_zarr, scale=args.scale,
                      crops=args.crops, patches=args.patches, tile_size=args.tile_size or None)
 
 

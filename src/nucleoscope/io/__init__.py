@@ -4,7 +4,8 @@ Reading returns an :class:`Image` (``(Y, X)`` float32 data, values as acquired, 
 µm, stored dtype and detector full scale). Every problem with an input raises
 :class:`nucleoscope.InputError` whose message names the file and the problem. Every writer goes through
 :func:`atomic_path`: a temporary file beside the target, moved into place only on success; every TIFF
-goes through :func:`write_image`. :func:`read_datasets` reads labelled data set folders
+goes through :func:`write_image`. OME-Zarr stores are read like files and written by
+:func:`write_ome_zarr` (image + labels pyramids; the ``ome`` extra). :func:`read_datasets` reads labelled data set folders
 (``train/images``, ``train/masks``, optionally ``val/``) for training.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 from ._find import find_images, unique_names
 from ._read import SUPPORTED_SUFFIXES, Image, image_name, read_image, read_labels
 from ._rois import label_outline, write_imagej_rois
+from ._zarr import read_zarr_labels, write_ome_zarr
 from ._write import (atomic_path, check_writable, read_table, write_image, write_json, write_labels, write_png,
                      write_table)
 from .datasets import LabelledImage, dataset_pairs, read_datasets
@@ -31,11 +33,13 @@ __all__ = [
     "read_image",
     "read_labels",
     "read_table",
+    "read_zarr_labels",
     "unique_names",
     "write_image",
     "write_imagej_rois",
     "write_json",
     "write_labels",
+    "write_ome_zarr",
     "write_png",
     "write_table",
 ]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .._errors import InputError
 from ._read import SUPPORTED_SUFFIXES, image_name
+from ._zarr import ZARR_SUFFIXES
 
 __all__ = ["find_images", "unique_names"]
 
@@ -18,7 +19,9 @@ _GLOB_CHARS = set("*?[")
 def _is_image(path: Path) -> bool:
     # Dot files are hidden files, macOS "._x.tif" resource forks, or our own atomic temp files.
     name = path.name
-    return not name.startswith(".") and name.lower().endswith(SUPPORTED_SUFFIXES) and path.is_file()
+    if name.startswith(".") or not name.lower().endswith(SUPPORTED_SUFFIXES):
+        return False
+    return path.is_dir() if name.lower().endswith(ZARR_SUFFIXES) else path.is_file()
 
 
 def _glob(pattern: str, recursive: bool) -> list[str]:
@@ -41,8 +44,16 @@ def _glob(pattern: str, recursive: bool) -> list[str]:
 
 
 def _in_folder(folder: Path, recursive: bool) -> list[Path]:
-    found = folder.rglob("*") if recursive else folder.iterdir()
-    return [p for p in found if _is_image(p)]
+    if not recursive:
+        return [p for p in folder.iterdir() if _is_image(p)]
+    found = []
+    for root, dirs, files in os.walk(folder):
+        base = Path(root)
+        hits = [base / d for d in dirs if _is_image(base / d)]
+        found += hits + [base / f for f in files if _is_image(base / f)]
+        skip = {h.name for h in hits}
+        dirs[:] = [d for d in dirs if d not in skip]  # an OME-Zarr store's own folders are not inputs
+    return found
 
 
 def find_images(
@@ -86,7 +97,9 @@ def find_images(
     for item in inputs:
         text = os.path.expanduser(os.fspath(item))
         path = Path(text)
-        if path.is_dir():
+        if path.is_dir() and _is_image(path):  # an OME-Zarr store is one image
+            hits = [path]
+        elif path.is_dir():
             hits = _in_folder(path, recursive)
             if not hits:
                 raise InputError(

@@ -17,11 +17,14 @@ import numpy as np
 from .._errors import InputError
 from ._plane import _describe, _select_plane
 from ._tiff import _read_tiff
+from ._zarr import ZARR_SUFFIXES, read_zarr, read_zarr_labels
 
 __all__ = ["SUPPORTED_SUFFIXES", "Image", "read_image", "read_labels", "image_name"]
 
 #: File name endings read by :func:`read_image` (case-insensitive); longest first where they overlap.
-SUPPORTED_SUFFIXES: tuple[str, ...] = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpeg", ".jpg")
+#: OME-Zarr stores (``*.ome.zarr``, ``*.zarr``) are folders, read with the ``ome`` extra.
+SUPPORTED_SUFFIXES: tuple[str, ...] = (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".png", ".jpeg", ".jpg",
+                                       *ZARR_SUFFIXES)
 _TIFF_SUFFIXES = (".ome.tiff", ".ome.tif", ".tiff", ".tif")
 
 
@@ -83,9 +86,10 @@ def _check_file(path: Path) -> str:
     """Existence and format checks shared by the readers; returns the matched suffix."""
     if not path.exists():
         raise InputError("file not found", path=path)
-    if path.is_dir():
-        raise InputError("is a folder, not an image file", path=path)
     suffix = _suffix_of(path)
+    if path.is_dir() != (suffix in ZARR_SUFFIXES):
+        raise InputError("is a folder, not an image file" if path.is_dir() else
+                         "an OME-Zarr image is a folder, found a file", path=path)
     if suffix is None:
         raise InputError(
             f"unsupported format {path.suffix or '(no suffix)'!r}; "
@@ -100,6 +104,8 @@ def _read_raw(path: Path, suffix: str) -> tuple[np.ndarray, str, float | None]:
     try:
         if suffix in _TIFF_SUFFIXES:
             return _read_tiff(path)
+        if suffix in ZARR_SUFFIXES:
+            return read_zarr(path)
         return _read_png_jpeg(path)
     except InputError:
         raise
@@ -110,7 +116,8 @@ def _read_raw(path: Path, suffix: str) -> tuple[np.ndarray, str, float | None]:
     except OSError as exc:  # the disk or network share, not the format (short reads raise ValueError)
         raise InputError(f"cannot read the file: {exc.strerror or exc}", path=path) from exc
     except Exception as exc:  # noqa: BLE001 - every library error means the same thing to the user
-        kind = "TIFF" if suffix in _TIFF_SUFFIXES else suffix.lstrip(".").upper()
+        kind = ("TIFF" if suffix in _TIFF_SUFFIXES else "OME-Zarr" if suffix in ZARR_SUFFIXES
+                else suffix.lstrip(".").upper())
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         # a corrupt file's bytes end up in the library's message: keep the message readable and short
         detail = "".join(c if " " <= c <= "~" else "?" for c in detail)
@@ -160,7 +167,7 @@ def read_image(
     plane: int | None = None,
     pixel_size: float | None = None,
 ) -> Image:
-    """Read one 2D grayscale image (TIFF, OME-TIFF, PNG, JPEG) as float32, values as acquired.
+    """Read one 2D grayscale image (TIFF, OME-TIFF, PNG, JPEG, OME-Zarr level 0) as float32, values as acquired.
 
     Parameters
     ----------
@@ -237,7 +244,8 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
     Parameters
     ----------
     path : str or os.PathLike
-        TIFF or PNG label image, integer-valued (float files holding whole numbers are accepted).
+        TIFF or PNG label image, integer-valued (float files holding whole numbers are accepted), or an
+        OME-Zarr image whose ``labels`` group holds them (the first label image listed), or a zarr array.
 
     Returns
     -------
@@ -252,7 +260,10 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
     """
     p = Path(path)
     suffix = _check_file(p)
-    raw, axes, _ = _read_raw(p, suffix)
+    if suffix in ZARR_SUFFIXES and (p / "labels").is_dir():
+        raw, axes = read_zarr_labels(p), "YX"
+    else:
+        raw, axes, _ = _read_raw(p, suffix)
     squeezed = raw.reshape([n for n in raw.shape if n > 1]) if raw.ndim > 2 else raw
     if squeezed.ndim != 2:
         raise InputError(f"labels must be a 2D image, found {_describe(axes, raw.shape)}", path=p)

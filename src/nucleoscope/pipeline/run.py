@@ -63,6 +63,9 @@ class RunConfig:
         Write overlay PNGs.
     rois : bool
         Also write ``rois/<name>.zip``, one ImageJ polygon ROI per nucleus (Fiji's ROI Manager).
+    ome_zarr : bool
+        Also write ``ome-zarr/<name>.ome.zarr``: the image as read with the labels as its image-label
+        ``nuclei``, both as multiscale pyramids (needs the ``ome`` extra).
     crops, patches : int
         Side (px) of the nucleus crops / patches written to crops.h5 / patches.h5 (0: none).
     scale : float
@@ -83,6 +86,7 @@ class RunConfig:
     segment_options: dict = field(default_factory=dict)
     overlays: bool = True
     rois: bool = False
+    ome_zarr: bool = False
     crops: int = 0
     patches: int = 0
     scale: float = 1.0
@@ -107,7 +111,7 @@ class RunConfig:
     def key(self) -> str:
         """Short hash of everything that changes the results of an image."""
         d = asdict(self)
-        for k in ("overlays", "rois", "crops", "patches"):
+        for k in ("overlays", "rois", "ome_zarr", "crops", "patches"):
             d.pop(k)
         # options at their defaults are left out: keeps the keys of runs made before they existed
         for k, default in (("scale", 1.0), ("diameter", None), ("diameter_um", None),
@@ -216,6 +220,8 @@ class RunJob(BatchJob):
             files.append(out / "overlays" / f"{name}.png")
         if self.config.rois:
             files.append(out / "rois" / f"{name}.zip")
+        if self.config.ome_zarr:
+            files.append(out / "ome-zarr" / f"{name}.ome.zarr")
         return files
 
     def process(self, item: Item, out: Path, rec: dict[str, Any]) -> pd.DataFrame:
@@ -245,6 +251,10 @@ class RunJob(BatchJob):
             io.write_png(out / "overlays" / f"{item.name}.png", overlay_rgb(img.data, res.labels, flagged))
         if c.rois:
             io.write_imagej_rois(out / "rois" / f"{item.name}.zip", res.labels)
+        if c.ome_zarr:
+            stored = np.dtype(img.dtype)  # values as acquired, so the file's own integer type holds them
+            pixels = img.data.astype(stored) if np.issubdtype(stored, np.integer) else img.data
+            io.write_ome_zarr(out / "ome-zarr" / f"{item.name}.ome.zarr", pixels, res.labels, spacing=img.spacing)
         rec.update(Flagged=int(table["QC_Flagged"].sum()), **_segmentation_record(res.details))
         return table
 
