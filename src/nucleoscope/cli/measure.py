@@ -45,6 +45,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class-label", metavar="NAME", help="class of every image (stored in the HDF5 labels)")
     p.add_argument("-r", "--recursive", action="store_true", help="also search sub-folders")
     p.add_argument("-j", "--jobs", type=_int_at_least(1), default=1, metavar="N", help="worker processes (default: 1)")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="run the images on a Dask cluster: local:N (N worker processes here) or a scheduler's "
+                        "address (tcp://host:8786); the output folder must be writable by the workers; needs "
+                        "pip install 'nucleoscope[dask]'")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar (failures and the summary still print)")
 
@@ -55,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     opts = MeasureOptions(feature_set=args.features, pixel_size=args.pixel_size, channel=args.channel,
                           hc_k=args.hc_k, crops=args.crops, crop_size=args.crop_size, patches=args.patches,
                           patch_size=args.patch_size, patch_stride=args.patch_stride, class_label=args.class_label)
-    images = measure_batch(args.inputs, args.labels, args.out, opts, jobs=args.jobs, show_progress=not args.quiet,
+    images = measure_batch(args.inputs, args.labels, args.out, opts, jobs=args.jobs, scheduler=args.scheduler,
+                           show_progress=not args.quiet,
                            recursive=args.recursive, command=shlex.join(["nucleoscope", *sys.argv[1:]]))
     failed = images[images["Status"] != "ok"]
     print(f"measured {int(images['Count'].sum())} nuclei in {len(images) - len(failed)} of {len(images)} images "

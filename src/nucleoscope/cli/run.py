@@ -100,6 +100,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="also write patches.h5: SIZE x SIZE windows, stride SIZE/2, >= 85%% inside a nucleus "
                         "(default SIZE 32; PatchNet uses 11 and 17)")
     p.add_argument("-j", "--jobs", type=_int_at_least(1), default=1, help="worker processes (default: 1)")
+    p.add_argument("--scheduler", metavar="ADDRESS", default=None,
+                   help="run the images on a Dask cluster: local:N (N worker processes here) or a scheduler's "
+                        "address (tcp://host:8786); the output folder must be writable by the workers; needs "
+                        "pip install 'nucleoscope[dask]'")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar (failures and the summary still print)")
 
@@ -142,7 +146,8 @@ def print_summary(images, out: str, requested: str) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..pipeline import run_batch
 
-    images = run_batch(args.inputs, args.out, config_from_args(args), jobs=args.jobs, show_progress=not args.quiet,
+    images = run_batch(args.inputs, args.out, config_from_args(args), jobs=args.jobs, scheduler=args.scheduler,
+                       show_progress=not args.quiet,
                        recursive=args.recursive, command=shlex.join(["nucleoscope", *sys.argv[1:]]))
     print_summary(images, args.out, args.method)  # -q drops the progress bar only
     return 1 if (images["Status"] != "ok").any() else 0

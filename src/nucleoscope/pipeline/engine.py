@@ -261,6 +261,13 @@ def _empty_table(columns: list[str]) -> pd.DataFrame:
     return df
 
 
+def _failed_record(job: BatchJob, item: Item, key: str, message: str) -> dict[str, Any]:
+    """The record of an item whose worker could not report (it died, or its task failed on a cluster)."""
+    rec = job.empty_record(item)
+    rec.update(Key=key, Error=message)
+    return rec
+
+
 def _execute(job: BatchJob, todo: list[Item], out: Path, key: str, jobs: int, bar) -> dict[str, dict]:
     """Run the pending items serially or on a process pool; returns their records by name."""
     records: dict[str, dict] = {}
@@ -276,9 +283,9 @@ def _execute(job: BatchJob, todo: list[Item], out: Path, key: str, jobs: int, ba
                 except Exception as exc:  # noqa: BLE001 - a worker killed (e.g. out of memory) breaks
                     # the pool; the items it took down are recorded as failed, a re-run retries them
                     log.debug("worker failure on %s", it.path, exc_info=True)
-                    rec = job.empty_record(it)
-                    rec.update(Key=key, Error=f"{it.path}: the worker process died ({type(exc).__name__}), e.g. "
-                                              f"killed for lack of memory; run again to retry, with fewer --jobs")
+                    rec = _failed_record(job, it, key, f"{it.path}: the worker process died ({type(exc).__name__}), "
+                                                       f"e.g. killed for lack of memory; run again to retry, with "
+                                                       f"fewer --jobs")
                 records[it.name] = rec
                 bar.update(1)
         except BaseException:  # stopped (or broken): end the workers now, keep what is finished
@@ -298,7 +305,7 @@ def _execute(job: BatchJob, todo: list[Item], out: Path, key: str, jobs: int, ba
 
 def run_jobs(job: BatchJob, items: Sequence[Item], out: str | os.PathLike, *, jobs: int = 1,
              show_progress: bool = True, command: str | None = None,
-             inputs: Sequence[str | os.PathLike] = ()) -> pd.DataFrame:
+             inputs: Sequence[str | os.PathLike] = (), scheduler: str | None = None) -> pd.DataFrame:
     """Run ``job`` over ``items`` into ``out``, resuming an earlier run; returns the images table.
 
     Parameters
@@ -316,6 +323,9 @@ def run_jobs(job: BatchJob, items: Sequence[Item], out: str | os.PathLike, *, jo
         The command line, recorded in run.json.
     inputs : sequence
         The inputs as given (files, folders, globs), recorded in run.json.
+    scheduler : str, optional
+        Run the items on a Dask cluster instead (``local:N`` or a scheduler address;
+        :mod:`nucleoscope.pipeline.cluster`); ``jobs`` is then unused.
 
     Returns
     -------
@@ -323,10 +333,17 @@ def run_jobs(job: BatchJob, items: Sequence[Item], out: str | os.PathLike, *, jo
         One row per item, columns :meth:`BatchJob.image_columns`; ``Status`` is ``"ok"`` or ``"failed"``.
     """
     started = _dt.datetime.now(_dt.timezone.utc)
+    if scheduler is not None:
+        from .cluster import check_scheduler
+
+        try:
+            check_scheduler(scheduler)
+        except ValueError as exc:
+            raise InputError(str(exc)) from exc
     out = prepare_output(out)
     with output_lock(out, command or " ".join(sys.argv)):
         return _run_locked(job, items, out, jobs=jobs, show_progress=show_progress, command=command,
-                           inputs=inputs, started=started)
+                           inputs=inputs, started=started, scheduler=scheduler)
 
 
 def _write_all(writes: list[tuple[Path, Any]]) -> list[str]:
@@ -346,7 +363,8 @@ def _write_all(writes: list[tuple[Path, Any]]) -> list[str]:
 
 
 def _run_locked(job: BatchJob, items: Sequence[Item], out: Path, *, jobs: int, show_progress: bool,
-                command: str | None, inputs: Sequence[str | os.PathLike], started: _dt.datetime) -> pd.DataFrame:
+                command: str | None, inputs: Sequence[str | os.PathLike], started: _dt.datetime,
+                scheduler: str | None = None) -> pd.DataFrame:
     from tqdm.auto import tqdm
 
     key = job.key()
@@ -362,14 +380,21 @@ def _run_locked(job: BatchJob, items: Sequence[Item], out: Path, *, jobs: int, s
     if records:
         log.info("resuming: %d of %d images already done", len(records), len(items))
     workers = worker_count(jobs, len(todo)) if todo else 1
-    if workers < jobs:
+    if workers < jobs and scheduler is None:
         log.warning("--jobs %d capped to %d (%d image%s to do, %d cores)", jobs, workers, len(todo),
                     "" if len(todo) == 1 else "s", os.cpu_count() or 1)
     bar = tqdm(total=len(items), initial=len(records), unit="image", disable=not show_progress,
                desc="nucleoscope", dynamic_ncols=True)
     try:
         with stop_on_signals():
-            records.update(_execute(job, todo, out, key, workers, bar))
+            if scheduler is not None and todo:
+                from .cluster import execute_on_cluster
+
+                done, workers = execute_on_cluster(job, todo, out, key, scheduler, bar,
+                                                   lambda it, msg: _failed_record(job, it, key, msg))
+                records.update(done)
+            else:
+                records.update(_execute(job, todo, out, key, workers, bar))
     except BatchInterrupted as stop:
         stop.done = sum(1 for n in records) + sum(
             1 for it in todo if (state_dir(out) / f"{it.name}.json").exists() and it.name not in records)
@@ -400,7 +425,8 @@ def _run_locked(job: BatchJob, items: Sequence[Item], out: Path, *, jobs: int, s
         "command": command or " ".join(sys.argv),
         "job": job.kind,
         "inputs": [os.fspath(i) for i in inputs],
-        "parameters": {**job.parameters(), "jobs": jobs, "workers": workers},
+        "parameters": {**job.parameters(), "jobs": jobs, "workers": workers,
+                       **({"scheduler": scheduler} if scheduler is not None else {})},
         "parameters_key": key,
         "model": job.model(),
         "started": started.isoformat(),

@@ -171,7 +171,8 @@ class MeasureJob(BatchJob):
 
 def measure_batch(inputs: Sequence[str | os.PathLike], labels: Sequence[str | os.PathLike],
                   out: str | os.PathLike, options: MeasureOptions = MeasureOptions(), *, jobs: int = 1,
-                  show_progress: bool = True, recursive: bool = False, command: str | None = None) -> pd.DataFrame:
+                  show_progress: bool = True, recursive: bool = False, command: str | None = None,
+                  scheduler: str | None = None) -> pd.DataFrame:
     """Measure the nuclei of label images paired by name with their images; resumable like ``run``.
 
     Parameters
@@ -184,7 +185,7 @@ def measure_batch(inputs: Sequence[str | os.PathLike], labels: Sequence[str | os
     out : str or os.PathLike
         Output folder: nuclei.parquet/.csv, images.csv, run.json, report.html (+ crops.h5/patches.h5).
     options : MeasureOptions
-    jobs, show_progress, recursive, command
+    jobs, show_progress, recursive, command, scheduler
         As :func:`nucleoscope.pipeline.run_batch`.
 
     Returns
@@ -203,4 +204,4 @@ def measure_batch(inputs: Sequence[str | os.PathLike], labels: Sequence[str | os
         raise InputError("no images to measure (all inputs are label images?)")
     items = [Item(n, os.fspath(i), os.fspath(lab) if lab else None) for n, i, lab in pair_labels(images, label_files)]
     return run_jobs(MeasureJob(options), items, out, jobs=jobs, show_progress=show_progress, command=command,
-                    inputs=[*inputs, *labels])
+                    inputs=[*inputs, *labels], scheduler=scheduler)

@@ -295,7 +295,7 @@ def _write_windows(out: Path, images: pd.DataFrame, config: RunConfig) -> None:
 
 def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config: RunConfig = RunConfig(), *,
               jobs: int = 1, show_progress: bool = True, recursive: bool = False,
-              command: str | None = None) -> pd.DataFrame:
+              command: str | None = None, scheduler: str | None = None) -> pd.DataFrame:
     """Run the main job over files, folders or globs; returns the images table.
 
     Parameters
@@ -313,6 +313,9 @@ def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, confi
         Search sub-folders.
     command : str, optional
         The command line, recorded in run.json.
+    scheduler : str, optional
+        ``local:N`` or a Dask scheduler's address: the images run as tasks on that cluster
+        (:mod:`nucleoscope.pipeline.cluster`) instead of ``jobs`` local processes.
 
     Returns
     -------
@@ -337,4 +340,5 @@ def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, confi
     # the method is resolved once, here; replace(), not asdict(), keeps the dataclasses inside options
     config = replace(config, method=resolve_method(config.method))
     job = RunJob(config, model_identity(config.method, config.segment_options))
-    return run_jobs(job, items, out, jobs=jobs, show_progress=show_progress, command=command, inputs=inputs)
+    return run_jobs(job, items, out, jobs=jobs, show_progress=show_progress, command=command, inputs=inputs,
+                    scheduler=scheduler)
