@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ._find import find_images, unique_names
 from ._read import SUPPORTED_SUFFIXES, Image, image_name, read_image, read_labels
+from ._stack import Stack, read_stack
 from ._rois import label_outline, write_imagej_rois
 from ._write import (atomic_path, check_writable, read_table, write_image, write_json, write_labels, write_png,
                      write_table)
@@ -30,6 +31,8 @@ __all__ = [
     "read_datasets",
     "read_image",
     "read_labels",
+    "read_stack",
+    "Stack",
     "read_table",
     "unique_names",
     "write_image",
