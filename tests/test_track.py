@@ -105,3 +105,30 @@ def test_track_cli_writes_ctc_format_and_scores_perfect_against_its_truth(tmp_pa
 def test_single_image_is_not_a_movie(tmp_path):
     tifffile.imwrite(tmp_path / "one.tif", np.zeros((32, 32), np.uint16))
     assert main(["track", str(tmp_path / "one.tif"), "-o", str(tmp_path / "o"), "-q"]) == 2
+
+
+@pytest.mark.shared_data
+def test_linking_the_true_masks_of_simplus_recovers_the_truth(shared_data, tmp_path):
+    """Linking the CTC truth's own masks (first 12 frames of SIM+ 01, which hold divisions): the CTC
+    files written and scored end to end must score near 1."""
+    tra = shared_data / "ctc_simplus_tracking" / "train" / "01" / "tra"
+    if not tra.is_dir():
+        pytest.skip("ctc_simplus_tracking not present")
+    n = 12
+    masks = np.stack([tifffile.imread(tra / f"man_track{t:03d}.tif").astype(np.int32) for t in range(n)])
+    rows = [tuple(map(int, line.split())) for line in (tra / "man_track.txt").read_text().splitlines()]
+    gt = tmp_path / "gt"
+    present = {int(v) for v in np.unique(masks) if v}
+    lineage = [(L, B, min(E, n - 1), P if P in present else 0) for L, B, E, P in rows if L in present]
+    _write_ctc_truth(gt, masks, lineage)
+    res = track_nuclei(masks)
+    out = tmp_path / "res"
+    out.mkdir()
+    for t in range(n):
+        tifffile.imwrite(out / f"mask{t:03d}.tif", res.masks[t].astype(np.uint16))
+    (out / "res_track.txt").write_text("".join(f"{L} {B} {E} {P}\n" for L, B, E, P in res.lineage.to_numpy()))
+    from nucleoscope.pipeline.evaluate_tracks import evaluate_tracks
+
+    s = evaluate_tracks(out, gt)
+    assert s["DET"] == pytest.approx(1.0)
+    assert s["TRA"] >= 0.97
