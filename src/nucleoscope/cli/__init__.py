@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "run the main job on the bundled sample images"),
     "measure": ("measure", "measure nuclei of existing label images (from any tool)"),
     "evaluate": ("evaluate", "score predicted label images against ground truth"),
+    "track": ("track", "segment every frame of a movie and track the nuclei (CTC result format)"),
+    "evaluate-tracks": ("evaluate_tracks", "score a tracking result against CTC ground truth (TRA, DET, divisions)"),
     "synth": ("synth", "write a synthetic data set with exact ground truth"),
     "train-segmenter": ("train_segmenter", "train the NuSeT nucleus segmentation model"),
 }

@@ -114,6 +114,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channel", type=_int_at_least(0), metavar="C", help="channel of a multichannel image (0-based)")
     p.add_argument("--plane", type=_int_at_least(0), metavar="Z", help="plane of a z-stack or time series (0-based)")
     p.add_argument("-r", "--recursive", action="store_true", help="also search sub-folders")
+    p.add_argument("--3d", dest="three_d", action="store_true",
+                   help="inputs are (Z, Y, X) stacks: segment each slice with --method, link the slices into 3D "
+                        "nuclei, one table row per 3D nucleus (volume, surface, sphericity; docs/volume.md)")
+    p.add_argument("--spacing-z", type=_positive_float, metavar="UM",
+                   help="with --3d: z step in µm (overrides the file's metadata)")
     add_run_options(p)
 
 
@@ -143,8 +148,28 @@ def print_summary(images, out: str, requested: str) -> None:
         print(f"failed: {r['Error']}", file=sys.stderr)
 
 
+def _run_3d(args: argparse.Namespace) -> int:
+    from ..pipeline import VolumeConfig, run_volume_batch
+
+    if args.plane is not None:
+        raise InputError("--plane picks one plane of a stack; --3d segments all of them: give one or the other")
+    config = VolumeConfig(method=args.method, pixel_size=args.pixel_size, spacing_z=args.spacing_z,
+                          channel=args.channel, diameter=args.diameter if not args.diameter_um else None)
+    if args.diameter_um:
+        raise InputError("--diameter-um is not supported with --3d; give --diameter in px")
+    images = run_volume_batch(args.inputs, args.out, config, jobs=args.jobs, show_progress=not args.quiet,
+                              recursive=args.recursive, command=shlex.join(["nucleoscope", *sys.argv[1:]]))
+    print_summary(images, args.out, args.method)
+    return 1 if (images["Status"] != "ok").any() else 0
+
+
 def run(args: argparse.Namespace) -> int:
     from ..pipeline import run_batch
+
+    if args.three_d:
+        return _run_3d(args)
+    if args.spacing_z is not None:
+        raise InputError("--spacing-z needs --3d")
 
     images = run_batch(args.inputs, args.out, config_from_args(args), jobs=args.jobs, scheduler=args.scheduler,
                        show_progress=not args.quiet,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ._find import find_images, unique_names
 from ._read import SUPPORTED_SUFFIXES, Image, image_name, read_image, read_labels
+from ._stack import Stack, read_stack
 from ._rois import label_outline, write_imagej_rois
 from ._zarr import read_zarr_labels, write_ome_zarr
 from ._write import (atomic_path, check_writable, read_table, write_image, write_json, write_labels, write_png,
@@ -32,6 +33,8 @@ __all__ = [
     "read_datasets",
     "read_image",
     "read_labels",
+    "read_stack",
+    "Stack",
     "read_table",
     "read_zarr_labels",
     "unique_names",

@@ -87,8 +87,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 def _as_labels(labels: Any, path: Path) -> np.ndarray:
     arr = np.asarray(labels)
-    if arr.ndim != 2:
-        raise InputError(f"labels to write must be 2D (Y, X), got shape {arr.shape}", path=path)
+    if arr.ndim not in (2, 3):
+        raise InputError(f"labels to write must be (Y, X) or (Z, Y, X), got shape {arr.shape}", path=path)
     if arr.dtype == np.bool_:
         return arr.astype(np.int32)
     if not np.issubdtype(arr.dtype, np.integer):
@@ -173,7 +173,7 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, *, spacing: float 
     path : str or os.PathLike
         Destination ``.tif``.
     labels : np.ndarray
-        ``(Y, X)`` integer (or boolean) labels, 0 = background, values in 0..2**31-1.
+        ``(Y, X)`` or ``(Z, Y, X)`` integer (or boolean) labels, 0 = background, values in 0..2**31-1.
     spacing : float, optional
         µm per pixel, stored as TIFF resolution (pixels per cm) so that :func:`read_image` and
         ImageJ/Fiji recover it.
@@ -189,7 +189,7 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray, *, spacing: float 
     Raises
     ------
     InputError
-        Not 2D, not integers, negative or too large values, a bad spacing.
+        Not 2D or 3D, not integers, negative or too large values, a bad spacing.
     """
     target = Path(path)
     data = _as_labels(labels, target)

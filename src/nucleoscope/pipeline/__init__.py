@@ -25,8 +25,11 @@ from __future__ import annotations
 from .analyze import AnalysisResult, analyze, diameter_px
 from .engine import BatchJob, Item, run_jobs
 from .measure import MeasureJob, MeasureOptions, measure_batch, pair_labels
+from .track import TrackConfig, TrackJob, track_movie
+from .volume import VolumeConfig, VolumeJob, run_volume_batch
 from .run import DEFAULT_TILE_SIZE, IMAGE_COLUMNS, RunConfig, RunJob, looks_like_labels, run_batch
 
 __all__ = ["AnalysisResult", "BatchJob", "DEFAULT_TILE_SIZE", "IMAGE_COLUMNS", "Item", "MeasureJob",
            "MeasureOptions", "RunConfig", "RunJob", "analyze", "diameter_px", "looks_like_labels",
-           "measure_batch", "pair_labels", "run_batch", "run_jobs"]
+           "measure_batch", "pair_labels", "run_batch", "run_jobs", "VolumeConfig", "VolumeJob",
+           "run_volume_batch", "TrackConfig", "TrackJob", "track_movie"]

@@ -1,0 +1,160 @@
+"""Linking segmented nuclei through time with ``laptrack`` (linear assignment with gap closing and
+divisions), and the result in the Cell Tracking Challenge (CTC) form.
+
+A CTC track is a run of frames of one nucleus without a division and without a gap: laptrack's track
+segments are cut where gap closing bridged a missing frame, the part after the gap getting the part
+before as parent (the CTC convention for a nucleus missed in a frame), and each daughter of a division
+gets its mother as parent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage as ndi
+
+__all__ = ["TRACK_COLUMNS", "TrackResult", "nuclei_points", "track_nuclei"]
+
+#: Tracks table columns: napari's Tracks layer reads the first four (track id, t, y, x) and the
+#: ``parent`` column as its graph.
+TRACK_COLUMNS = ["track_id", "t", "y", "x", "label", "parent"]
+
+
+@dataclass(frozen=True, eq=False)
+class TrackResult:
+    """Tracked nuclei of a movie.
+
+    Attributes
+    ----------
+    masks : (T, Y, X) int32
+        Every nucleus labelled with its CTC track id (0 = background, unlinked objects keep an id too).
+    lineage : pandas.DataFrame
+        One row per CTC track: ``L, B, E, P`` (id, first frame, last frame, parent id or 0).
+    tracks : pandas.DataFrame
+        One row per nucleus and frame, columns :data:`TRACK_COLUMNS` (centroids in px).
+    """
+
+    masks: np.ndarray
+    lineage: pd.DataFrame
+    tracks: pd.DataFrame
+
+
+def nuclei_points(labels: np.ndarray) -> pd.DataFrame:
+    """Centroid (px) and area of every nucleus of every frame of a (T, Y, X) label stack.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``frame, label, y, x, area``.
+    """
+    rows = []
+    for t, lab in enumerate(np.asarray(labels)):
+        ids = np.unique(lab[lab > 0])
+        if ids.size == 0:
+            continue
+        cy, cx = np.array(ndi.center_of_mass(np.ones_like(lab), lab, ids)).reshape(-1, 2).T
+        area = ndi.sum_labels(np.ones_like(lab), lab, ids)
+        rows.append(pd.DataFrame({"frame": t, "label": ids.astype(np.int64), "y": cy, "x": cx, "area": area}))
+    cols = ["frame", "label", "y", "x", "area"]
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=cols)
+
+
+def _divisions(track_df: pd.DataFrame, split_df: pd.DataFrame, max_area_ratio: float) -> dict[int, int]:
+    """daughter track -> mother track, for the splits whose daughters both start smaller than
+    ``max_area_ratio`` times the mother's last area (a nucleus that divides halves; a fragment of an
+    over-segmented neighbour, or a nucleus coming into view, does not)."""
+    first = track_df.sort_values("frame").groupby("track_id")["area"].first()
+    last = track_df.sort_values("frame").groupby("track_id")["area"].last()
+    out = {}
+    for mother, g in split_df.groupby("parent_track_id"):
+        kids = [int(k) for k in g["child_track_id"]]
+        if len(kids) == 2 and all(first[k] < max_area_ratio * last[mother] for k in kids):
+            out.update({k: int(mother) for k in kids})
+    return out
+
+
+def _segments(track_df: pd.DataFrame, parent_of: dict[int, int]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """laptrack's tracks -> CTC tracks (cut at gaps); returns (points with ``track_id``, lineage)."""
+    pieces, lineage = [], []
+    last_piece: dict[int, int] = {}  # laptrack track -> its last CTC track (a daughter's parent)
+    next_id = 1
+    order = track_df.groupby("track_id")["frame"].min().sort_values(kind="stable").index
+    for lt in order:
+        g = track_df[track_df["track_id"] == lt].sort_values("frame")
+        frames = g["frame"].to_numpy()
+        cuts = np.flatnonzero(np.diff(frames) > 1) + 1
+        parent = last_piece.get(parent_of.get(int(lt), -1), 0)
+        for part in np.split(np.arange(len(g)), cuts):
+            sub = g.iloc[part].copy()
+            sub["track_id"] = next_id
+            pieces.append(sub)
+            lineage.append((next_id, int(sub["frame"].iloc[0]), int(sub["frame"].iloc[-1]), parent))
+            parent = next_id
+            next_id += 1
+        last_piece[int(lt)] = parent
+    points = pd.concat(pieces, ignore_index=True) if pieces else track_df.assign(track_id=pd.Series(dtype=int))
+    return points, pd.DataFrame(lineage, columns=["L", "B", "E", "P"])
+
+
+def track_nuclei(labels: np.ndarray, *, max_distance: float = 30.0, max_gap: int = 1,
+                 division_distance: float | None = 40.0, division_area_ratio: float = 0.85) -> TrackResult:
+    """Track the nuclei of a (T, Y, X) label stack by their centroids.
+
+    Parameters
+    ----------
+    labels : (T, Y, X) int
+        Per-frame instance labels (each frame numbered on its own).
+    max_distance : float
+        Largest centroid displacement (px) between consecutive frames that links two nuclei.
+    max_gap : int
+        Frames a nucleus may be missing and still be linked (0: no gap closing).
+    division_distance : float or None
+        Largest distance (px) from a mother to a daughter's first centroid; ``None``: no divisions.
+    division_area_ratio : float
+        A split is kept as a division only when both daughters start smaller than this times the
+        mother's last area; otherwise the second daughter starts a track of its own.
+
+    Returns
+    -------
+    TrackResult
+
+    Examples
+    --------
+    >>> movie = np.zeros((3, 20, 20), np.int32)
+    >>> for t in range(3):
+    ...     movie[t, 2 + 3 * t:6 + 3 * t, 2 + 3 * t:6 + 3 * t] = 1
+    >>> track_nuclei(movie).lineage.values.tolist()
+    [[1, 0, 2, 0]]
+    """
+    from laptrack import LapTrack
+
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"expected (T, Y, X) labels, got shape {labels.shape}")
+    pts = nuclei_points(labels)
+    masks = np.zeros(labels.shape, dtype=np.int32)
+    if pts.empty:
+        return TrackResult(masks, pd.DataFrame(columns=["L", "B", "E", "P"]), pd.DataFrame(columns=TRACK_COLUMNS))
+    lt = LapTrack(cutoff=float(max_distance) ** 2,
+                  gap_closing_cutoff=float(max_distance) ** 2 if max_gap > 0 else False,
+                  gap_closing_max_frame_count=max(int(max_gap) + 1, 1),
+                  splitting_cutoff=float(division_distance) ** 2 if division_distance else False,
+                  # starting a segment costs as much as the longest division or gap allowed, so that a
+                  # daughter or a re-found nucleus within reach is joined rather than started afresh
+                  segment_start_cost=float(max(max_distance, division_distance or 0)) ** 2,
+                  segment_end_cost=float(max(max_distance, division_distance or 0)) ** 2)
+    track_df, split_df, _ = lt.predict_dataframe(pts, ["y", "x"], only_coordinate_cols=False)
+    parents = _divisions(track_df, split_df, division_area_ratio) if len(split_df) else {}
+    points, lineage = _segments(track_df, parents)
+    parent = dict(zip(lineage["L"], lineage["P"]))
+    for t, g in points.groupby("frame"):
+        lut = np.zeros(int(labels[t].max()) + 1, dtype=np.int32)
+        lut[g["label"].to_numpy(dtype=np.int64)] = g["track_id"].to_numpy(dtype=np.int32)
+        masks[t] = lut[labels[t]]
+    tracks = pd.DataFrame({"track_id": points["track_id"].astype(np.int64), "t": points["frame"].astype(np.int64),
+                           "y": points["y"], "x": points["x"], "label": points["label"].astype(np.int64)})
+    tracks["parent"] = tracks["track_id"].map(parent).astype(np.int64)
+    tracks = tracks.sort_values(["track_id", "t"], ignore_index=True)[TRACK_COLUMNS]
+    return TrackResult(masks, lineage.sort_values("L", ignore_index=True), tracks)
