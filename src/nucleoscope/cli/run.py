@@ -157,7 +157,8 @@ def _run_3d(args: argparse.Namespace) -> int:
                           channel=args.channel, diameter=args.diameter if not args.diameter_um else None)
     if args.diameter_um:
         raise InputError("--diameter-um is not supported with --3d; give --diameter in px")
-    images = run_volume_batch(args.inputs, args.out, config, jobs=args.jobs, show_progress=not args.quiet,
+    images = run_volume_batch(args.inputs, args.out, config, jobs=args.jobs, scheduler=args.scheduler,
+                              show_progress=not args.quiet,
                               recursive=args.recursive, command=shlex.join(["nucleoscope", *sys.argv[1:]]))
     print_summary(images, args.out, args.method)
     return 1 if (images["Status"] != "ok").any() else 0

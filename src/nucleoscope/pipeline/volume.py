@@ -114,7 +114,8 @@ class VolumeJob(BatchJob):
 
 def run_volume_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike,
                      config: VolumeConfig = VolumeConfig(), *, jobs: int = 1, show_progress: bool = True,
-                     recursive: bool = False, command: str | None = None) -> pd.DataFrame:
+                     recursive: bool = False, command: str | None = None,
+                     scheduler: str | None = None) -> pd.DataFrame:
     """Segment (Z, Y, X) stacks into 3D nuclei; returns the images table (one row per stack).
 
     Writes ``labels/<name>.tif`` ((Z, Y, X) int32), ``nuclei.parquet``/``.csv`` (one row per 3D nucleus,
@@ -132,4 +133,5 @@ def run_volume_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike
     items = [Item(n, os.fspath(p)) for p, n in zip(paths, io.unique_names(paths))]
     config = replace(config, method=resolve_method(config.method))
     job = VolumeJob(config, model_identity(config.method, config.segment_options))
-    return run_jobs(job, items, out, jobs=jobs, show_progress=show_progress, command=command, inputs=inputs)
+    return run_jobs(job, items, out, jobs=jobs, show_progress=show_progress, command=command, inputs=inputs,
+                    scheduler=scheduler)
