@@ -34,9 +34,9 @@ def test_graph_cut_single_pixel_hand_computed():
     # -log(0.05) - (-log(0.45)) = log(9) = 2.197 in unary cost and costs 4 kappa in cut edges
     x = np.full((9, 9), 0.1)
     x[4, 4] = 0.9
-    assert graph_cut_foreground(x, kappa=0.5)[4, 4]  # 2.0 < 2.197
-    assert graph_cut_foreground(x, kappa=0.5).sum() == 1
-    assert not graph_cut_foreground(x, kappa=0.6).any()  # 2.4 > 2.197
+    assert graph_cut_foreground(x, alpha=0.5, kappa=0.5)[4, 4]  # 2.0 < 2.197
+    assert graph_cut_foreground(x, alpha=0.5, kappa=0.5).sum() == 1
+    assert not graph_cut_foreground(x, alpha=0.5, kappa=0.6).any()  # 2.4 > 2.197
     with pytest.raises(ValueError):
         graph_cut_foreground(x, alpha=1.0)
 

@@ -13,8 +13,8 @@ import numpy as np
 __all__ = ["DEFAULT_ALPHA", "DEFAULT_KAPPA", "graph_cut_foreground", "normalize_unit"]
 
 #: foreground prior and cut penalty, chosen on aits_u2os_wholecell/val (bench/cells.py)
-DEFAULT_ALPHA = 0.5
-DEFAULT_KAPPA = 2.0
+DEFAULT_ALPHA = 0.6
+DEFAULT_KAPPA = 1.0
 
 _EPS = 1e-4  # keeps log() finite where x is exactly 0 or 1
 
