@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("run", "segment, quality-check and measure every nucleus in images or folders"),
     "demo": ("demo", "run the main job on the bundled sample images"),
     "measure": ("measure", "measure nuclei of existing label images (from any tool)"),
+    "cells": ("cells", "segment nuclei and their whole cells from paired nucleus and cell images"),
     "evaluate": ("evaluate", "score predicted label images against ground truth"),
     "track": ("track", "segment every frame of a movie and track the nuclei (CTC result format)"),
     "evaluate-tracks": ("evaluate_tracks", "score a tracking result against CTC ground truth (TRA, DET, divisions)"),

@@ -64,9 +64,9 @@ def _tile_size(text: str) -> int:
     return v
 
 
-def add_run_options(p: argparse.ArgumentParser) -> None:
-    """Options shared by ``run`` and ``demo``."""
-    p.add_argument("--method", default="auto", choices=["auto", *METHODS],
+def add_run_options(p: argparse.ArgumentParser, method_flag: str = "--method") -> None:
+    """Options shared by ``run``, ``demo`` and ``cells`` (whose nucleus segmenter is ``--nuclei-method``)."""
+    p.add_argument(method_flag, dest="method", default="auto", choices=["auto", *METHODS],
                    help="segmenter: auto = the bundled NuSeT model when available, else otsu; "
                         "classic = SCENMED's marker watershed; otsu = Otsu + distance watershed; "
                         "tissue = SCENMED's tissue pipeline (default: auto)")
@@ -119,7 +119,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "nuclei, one table row per 3D nucleus (volume, surface, sphericity; docs/volume.md)")
     p.add_argument("--spacing-z", type=_positive_float, metavar="UM",
                    help="with --3d: z step in µm (overrides the file's metadata)")
+    p.add_argument("--cells", metavar="DIR",
+                   help="whole-cell-stain images (a folder, file or glob) paired with the inputs by file name: "
+                        "also segment each nucleus's cell, as `nucleoscope cells` (cells/, cytoplasm/)")
     add_run_options(p)
+    from .cells import add_cell_options  # here, not at the top: cli.cells imports this module
+
+    add_cell_options(p)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -165,13 +171,23 @@ def _run_3d(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline import run_batch
+    from ..pipeline import cells_batch, run_batch
 
     if args.three_d:
         return _run_3d(args)
     if args.spacing_z is not None:
         raise InputError("--spacing-z needs --3d")
 
+    if args.cells:
+        from .cells import cell_config_from_args
+
+        images = cells_batch(args.inputs, [args.cells], args.out, config_from_args(args), cell_config_from_args(args),
+                             jobs=args.jobs, scheduler=args.scheduler, show_progress=not args.quiet,
+                             recursive=args.recursive,
+                             command=shlex.join(["nucleoscope", *sys.argv[1:]]))
+        print_summary(images, args.out, args.method)
+        print(f"{int(images['Cells'].fillna(0).sum())} cells", file=sys.stderr)
+        return 1 if (images["Status"] != "ok").any() else 0
     images = run_batch(args.inputs, args.out, config_from_args(args), jobs=args.jobs, scheduler=args.scheduler,
                        show_progress=not args.quiet,
                        recursive=args.recursive, command=shlex.join(["nucleoscope", *sys.argv[1:]]))

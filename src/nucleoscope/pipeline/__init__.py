@@ -11,6 +11,8 @@ Layout of an output folder::
 
     labels/<name>.tif      int32 instance labels, 0 = background (run)
     overlays/<name>.png    outlines on the contrast-stretched image, QC-flagged nuclei in orange (run)
+    cells/<name>.tif       int32 cell labels, cell i holds nucleus i (cells, run --cells)
+    cytoplasm/<name>.tif   int32 cytoplasm labels (cell minus nucleus, same ids)
     rois/<name>.zip        ImageJ ROIs of the nuclei (run with ``rois=True``)
     nuclei.parquet/.csv    one row per nucleus (ImageName, ObjectNumber, measurements, QC flags)
     images.csv             one row per input (status, error, count, megapixels, seconds, ...)
@@ -23,13 +25,14 @@ Layout of an output folder::
 from __future__ import annotations
 
 from .analyze import AnalysisResult, analyze, diameter_px
+from .cells import CellsJob, cells_batch
 from .engine import BatchJob, Item, run_jobs
 from .measure import MeasureJob, MeasureOptions, measure_batch, pair_labels
 from .track import TrackConfig, TrackJob, track_movie
 from .volume import VolumeConfig, VolumeJob, run_volume_batch
 from .run import DEFAULT_TILE_SIZE, IMAGE_COLUMNS, RunConfig, RunJob, looks_like_labels, run_batch
 
-__all__ = ["AnalysisResult", "BatchJob", "DEFAULT_TILE_SIZE", "IMAGE_COLUMNS", "Item", "MeasureJob",
+__all__ = ["AnalysisResult", "BatchJob", "CellsJob", "cells_batch", "DEFAULT_TILE_SIZE", "IMAGE_COLUMNS", "Item", "MeasureJob",
            "MeasureOptions", "RunConfig", "RunJob", "analyze", "diameter_px", "looks_like_labels",
            "measure_batch", "pair_labels", "run_batch", "run_jobs", "VolumeConfig", "VolumeJob",
            "run_volume_batch", "TrackConfig", "TrackJob", "track_movie"]

@@ -46,21 +46,23 @@ log = logging.getLogger(__name__)
 BASE_IMAGE_COLUMNS = ["ImageName", "Path", "Status", "Error", "Count", "Megapixels", "Seconds"]
 
 #: Sub-folders a batch writes; never listed as inputs when the output folder lies in (or is) the input folder.
-OUTPUT_SUBFOLDERS = ("labels", "overlays", "rois", ".state")
+OUTPUT_SUBFOLDERS = ("labels", "overlays", "rois", "cells", "cytoplasm", ".state")
 
 
 @dataclass(frozen=True)
 class Item:
-    """One unit of batch work: an image (and, for ``measure``, its label image), named uniquely."""
+    """One unit of batch work: an image (and, for ``measure``, its label image; for ``cells``, its
+    cell-channel partner), named uniquely."""
 
     name: str
     path: str
     labels: str | None = None
+    partner: str | None = None
 
     @property
     def sources(self) -> list[str]:
         """The input files whose change (size, mtime) makes a finished item stale."""
-        return [self.path] + ([self.labels] if self.labels else [])
+        return [self.path] + [p for p in (self.labels, self.partner) if p]
 
 
 class BatchJob:
