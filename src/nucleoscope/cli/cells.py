@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import cells_batch
 
     images = cells_batch([args.nuclei], [args.cells], args.out, config_from_args(args), cell_config_from_args(args),
-                         jobs=args.jobs, show_progress=not args.quiet, recursive=args.recursive,
+                         jobs=args.jobs, scheduler=args.scheduler, show_progress=not args.quiet,
+                         recursive=args.recursive,
                          command=shlex.join(["nucleoscope", *sys.argv[1:]]))
     print_summary(images, args.out, args.method)
     print(f"{int(images['Cells'].fillna(0).sum())} cells", file=sys.stderr)

@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     images = sample_images()
     table = run_batch([str(p) for p in images], args.out, config_from_args(args), jobs=args.jobs,
+                      scheduler=args.scheduler,
                       show_progress=not args.quiet, command="nucleoscope demo")
     out = Path(args.out)
     method = table["Method"].iloc[0]
