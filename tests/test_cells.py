@@ -200,3 +200,12 @@ def test_real_field_against_cell_masks(shared_data):
     gt = tifffile.imread(root / "masks" / f"{field}_cells.tif").astype(np.int32)
     m = match(gt, segment_cells(cell, nuclei, CellConfig()).cells, thresh=0.5)
     assert m.f1 >= 0.75 and m.mean_matched_iou >= 0.6, (m.f1, m.mean_matched_iou)
+
+
+def test_cells_refuses_an_input_inside_its_output_folders(tmp_path):
+    from nucleoscope.pipeline import cells_batch
+
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "nuclei").mkdir()
+    with pytest.raises(InputError, match="output's own folder"):
+        cells_batch([tmp_path / "nuclei"], [tmp_path / "cells"], tmp_path, show_progress=False)

@@ -4,8 +4,8 @@
 (:mod:`~nucleoscope.pipeline.engine`) runs a job over many files: every item's results are written
 atomically as soon as it is done, a failing item is recorded and the batch goes on, and running the same
 batch again skips the items already finished with the same parameters from unchanged files (and retries
-the failed ones). Jobs: :func:`run_batch` (segment + QC + measure) and :func:`measure_batch` (measure
-existing label images).
+the failed ones). Jobs: :func:`run_batch` (segment + QC + measure), :func:`measure_batch` (measure
+existing label images) and :func:`cells_batch` (nuclei + whole cells from paired images).
 
 Layout of an output folder::
 

@@ -148,6 +148,12 @@ def cells_batch(nuclei: Sequence[str | os.PathLike], cells: Sequence[str | os.Pa
 
     out = Path(out)
     exclude = [out / d for d in OUTPUT_SUBFOLDERS]
+    for given in [*nuclei, *cells]:
+        p = Path(given).resolve()
+        for d in exclude:
+            if p == d.resolve() or d.resolve() in p.parents:
+                raise InputError(f"this input lies in the output's own folder {d}, which the run writes; "
+                                 "choose another -o", path=given)
     nuc = find_images(nuclei, recursive=recursive, exclude=exclude)
     cel = find_images(cells, recursive=recursive, exclude=exclude)
     items, orphans = pair_fields(nuc, cel)
