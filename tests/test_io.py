@@ -404,11 +404,14 @@ def test_labels_round_trip_keeps_int32_and_spacing(tmp_path, rng):
 
 def test_write_labels_rejects_bad_arrays(tmp_path):
     f = tmp_path / "l.tif"
-    for bad in (np.zeros((2, 3, 4), np.int32), np.zeros((3, 3), np.float32), np.array([[-1, 0]])):
+    for bad in (np.zeros((2, 2, 3, 4), np.int32), np.zeros((3, 3), np.float32), np.array([[-1, 0]])):
         with pytest.raises(InputError) as ei:
             write_labels(f, bad)
         _expect(ei, f, "labels")
     assert not f.exists()
+    stack = np.arange(24, dtype=np.int32).reshape(2, 3, 4)  # (Z, Y, X) labels of `run --3d` are written
+    write_labels(f, stack)
+    np.testing.assert_array_equal(tifffile.imread(f), stack)
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "float32", "int32"])
