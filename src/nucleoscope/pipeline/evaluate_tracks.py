@@ -50,7 +50,7 @@ def evaluate_tracks(result: str | os.PathLike, truth: str | os.PathLike, *,
     """
     from traccuracy import run_metrics
     from traccuracy.loaders import load_ctc_data
-    from traccuracy.matchers import CTCMatcher
+    from traccuracy.matchers import CTCMatcher, IOUMatcher
     from traccuracy.metrics import CTCMetrics, DivisionMetrics
 
     res_dir, res_file = _folder(Path(result), "result")
@@ -60,7 +60,12 @@ def evaluate_tracks(result: str | os.PathLike, truth: str | os.PathLike, *,
         logging.getLogger("traccuracy").setLevel(logging.ERROR)
         gt = load_ctc_data(os.fspath(gt_dir), os.fspath(gt_file), name="truth")
         pred = load_ctc_data(os.fspath(res_dir), os.fspath(res_file), name="result")
-        results, _ = run_metrics(gt, pred, CTCMatcher(), [CTCMetrics(), DivisionMetrics(max_frame_buffer=division_frame_buffer)])
+        results, _ = run_metrics(gt, pred, CTCMatcher(), [CTCMetrics()])
+        # division metrics need a one-to-one matching; the CTC matcher is many-to-one wherever one
+        # predicted nucleus covers two true ones (a merge), so divisions are matched by IoU >= 0.5, 1:1
+        div, _ = run_metrics(gt, pred, IOUMatcher(iou_threshold=0.5, one_to_one=True),
+                             [DivisionMetrics(max_frame_buffer=division_frame_buffer)])
+        results = [*results, *div]
     scores: dict = {}
     for r in results:
         vals = r["results"]
