@@ -52,9 +52,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    return run_cells(args, [args.nuclei], [args.cells])
+
+
+def run_cells(args: argparse.Namespace, nuclei: list, cells: list) -> int:
+    """The cells batch of parsed options (``cells`` and ``run --cells``); prints the summary."""
     from ..pipeline import cells_batch
 
-    images = cells_batch([args.nuclei], [args.cells], args.out, config_from_args(args), cell_config_from_args(args),
+    images = cells_batch(nuclei, cells, args.out, config_from_args(args), cell_config_from_args(args),
                          jobs=args.jobs, scheduler=args.scheduler, show_progress=not args.quiet,
                          recursive=args.recursive,
                          command=shlex.join(["nucleoscope", *sys.argv[1:]]))

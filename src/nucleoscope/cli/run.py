@@ -171,7 +171,7 @@ def _run_3d(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline import cells_batch, run_batch
+    from ..pipeline import run_batch
 
     if args.three_d:
         return _run_3d(args)
@@ -179,15 +179,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--spacing-z needs --3d")
 
     if args.cells:
-        from .cells import cell_config_from_args
+        from .cells import run_cells
 
-        images = cells_batch(args.inputs, [args.cells], args.out, config_from_args(args), cell_config_from_args(args),
-                             jobs=args.jobs, scheduler=args.scheduler, show_progress=not args.quiet,
-                             recursive=args.recursive,
-                             command=shlex.join(["nucleoscope", *sys.argv[1:]]))
-        print_summary(images, args.out, args.method)
-        print(f"{int(images['Cells'].fillna(0).sum())} cells", file=sys.stderr)
-        return 1 if (images["Status"] != "ok").any() else 0
+        return run_cells(args, args.inputs, [args.cells])
     images = run_batch(args.inputs, args.out, config_from_args(args), jobs=args.jobs, scheduler=args.scheduler,
                        show_progress=not args.quiet,
                        recursive=args.recursive, command=shlex.join(["nucleoscope", *sys.argv[1:]]))
