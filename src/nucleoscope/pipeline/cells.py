@@ -18,6 +18,7 @@ import pandas as pd
 from .. import InputError
 from ..segment.cells import CELL_COLUMNS, CellConfig
 from .engine import OUTPUT_SUBFOLDERS, Item, run_jobs
+from .measure import files_by_name
 from .run import IMAGE_COLUMNS, RunConfig, RunJob, model_identity
 
 __all__ = ["CELL_IMAGE_COLUMNS", "CellsJob", "cells_batch", "pair_fields"]
@@ -41,18 +42,9 @@ def pair_fields(nuclei: list[Path], cells: list[Path]) -> tuple[list[Item], list
     """
     from ..io import image_name
 
-    def by_name(paths: list[Path], what: str) -> dict[str, Path]:
-        d: dict[str, Path] = {}
-        for p in paths:
-            n = image_name(p)
-            if n in d:
-                raise InputError(f"two {what} images named {n!r}: {d[n]} and {p}", path=p)
-            d[n] = p
-        return d
-
     if len(nuclei) == 1 and len(cells) == 1:
         return [Item(image_name(nuclei[0]), os.fspath(nuclei[0]), partner=os.fspath(cells[0]))], []
-    nd, cd = by_name(nuclei, "nucleus"), by_name(cells, "cell")
+    nd, cd = files_by_name(nuclei, "nucleus"), files_by_name(cells, "cell")
     items = [Item(n, os.fspath(p), partner=os.fspath(cd[n]) if n in cd else None) for n, p in nd.items()]
     orphans = [Item(n, os.fspath(p)) for n, p in cd.items() if n not in nd]
     return items, orphans

@@ -31,6 +31,25 @@ def _strip(name: str) -> str:
     return name
 
 
+def files_by_name(paths: Sequence[Path], what: str) -> dict[str, Path]:
+    """``{image name: path}`` of ``paths`` (:func:`nucleoscope.io.image_name`), in order.
+
+    Raises
+    ------
+    InputError
+        Two files with the same name (``what`` says which side, e.g. "label").
+    """
+    from ..io import image_name
+
+    found: dict[str, Path] = {}
+    for p in paths:
+        n = image_name(p)
+        if n in found:
+            raise InputError(f"two {what} images named {n!r}: {found[n]} and {p}", path=p)
+        found[n] = p
+    return found
+
+
 def pair_labels(images: list[Path], labels: list[Path]) -> list[tuple[str, Path, Path | None]]:
     """Pair each image with the label image of the same name: ``[(name, image, labels or None)]``.
 
@@ -43,13 +62,8 @@ def pair_labels(images: list[Path], labels: list[Path]) -> list[tuple[str, Path,
     """
     from ..io import image_name
 
-    exact: dict[str, Path] = {}
+    exact = files_by_name(labels, "label")
     loose: dict[str, Path] = {}
-    for f in labels:
-        n = image_name(f)
-        if n in exact:
-            raise InputError(f"two label images named {n!r}: {exact[n]} and {f}", path=f)
-        exact[n] = f
     for n, f in exact.items():
         s = _strip(n)
         if s != n:

@@ -293,6 +293,20 @@ def _write_windows(out: Path, images: pd.DataFrame, config: RunConfig) -> None:
                     saturation=img.saturation))
 
 
+def input_items(inputs: Sequence[str | os.PathLike], out: Path, *, recursive: bool, what: str) -> list[Item]:
+    """One uniquely named engine Item per input file (``run``, ``run --3d``).
+
+    Only the folders the batch writes are excluded, so that ``-o`` may name the input folder itself;
+    ``what`` names the inputs in the error when every one lies in those folders.
+    """
+    from .. import io
+
+    paths = io.find_images(inputs, recursive=recursive, exclude=[Path(out) / d for d in OUTPUT_SUBFOLDERS])
+    if not paths:
+        raise InputError(f"no {what} to analyse: every input lies in the output folder's own sub-folders")
+    return [Item(n, os.fspath(p)) for p, n in zip(paths, io.unique_names(paths))]
+
+
 def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, config: RunConfig = RunConfig(), *,
               jobs: int = 1, show_progress: bool = True, recursive: bool = False,
               command: str | None = None, scheduler: str | None = None) -> pd.DataFrame:
@@ -328,15 +342,10 @@ def run_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, confi
         When an input matches no file, or the output folder cannot be created or written (nothing is
         run then).
     """
-    from .. import io
     from ..segment import resolve_method
 
     out = Path(out)
-    # Only the folders we write are excluded, so that ``-o`` may name the input folder itself.
-    paths = io.find_images(inputs, recursive=recursive, exclude=[out / d for d in OUTPUT_SUBFOLDERS])
-    if not paths:
-        raise InputError("no image to analyse: every input lies in the output folder's own sub-folders")
-    items = [Item(n, os.fspath(p)) for p, n in zip(paths, io.unique_names(paths))]
+    items = input_items(inputs, out, recursive=recursive, what="image")
     # the method is resolved once, here; replace(), not asdict(), keeps the dataclasses inside options
     config = replace(config, method=resolve_method(config.method))
     job = RunJob(config, model_identity(config.method, config.segment_options))

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from .. import InputError
-from .engine import BASE_IMAGE_COLUMNS, OUTPUT_SUBFOLDERS, BatchJob, Item, run_jobs
+from .engine import BASE_IMAGE_COLUMNS, BatchJob, Item, run_jobs
 
 __all__ = ["VOLUME_IMAGE_COLUMNS", "VolumeConfig", "VolumeJob", "run_volume_batch"]
 
@@ -122,15 +122,11 @@ def run_volume_batch(inputs: Sequence[str | os.PathLike], out: str | os.PathLike
     columns :data:`nucleoscope.volume.VOLUME_COLUMNS`), ``images.csv`` and ``run.json``; resumes like
     :func:`nucleoscope.pipeline.run_batch`.
     """
-    from .. import io
     from ..segment import resolve_method
-    from .run import model_identity
+    from .run import input_items, model_identity
 
     out = Path(out)
-    paths = io.find_images(inputs, recursive=recursive, exclude=[out / d for d in OUTPUT_SUBFOLDERS])
-    if not paths:
-        raise InputError("no stack to analyse: every input lies in the output folder's own sub-folders")
-    items = [Item(n, os.fspath(p)) for p, n in zip(paths, io.unique_names(paths))]
+    items = input_items(inputs, out, recursive=recursive, what="stack")
     config = replace(config, method=resolve_method(config.method))
     job = VolumeJob(config, model_identity(config.method, config.segment_options))
     return run_jobs(job, items, out, jobs=jobs, show_progress=show_progress, command=command, inputs=inputs,
