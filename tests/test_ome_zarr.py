@@ -157,3 +157,13 @@ def test_run_writes_ome_zarr_equal_to_the_tiff_labels_and_resumes(tmp_path):
     shutil.rmtree(store)
     assert main(["run", str(d), "-o", str(out), "--method", "otsu", "-q", "--ome-zarr"]) == 0
     np.testing.assert_array_equal(read_labels(store), read_labels(out / "labels" / "field.tif"))
+
+
+def test_stores_written_into_the_input_folder_are_not_inputs_next_time(tmp_path):
+    img, _ = _field()
+    tifffile.imwrite(tmp_path / "a.tif", img)
+    args = ["run", str(tmp_path), "-o", str(tmp_path), "--method", "otsu", "-q", "--ome-zarr", "-r"]
+    assert main(args) == 0
+    assert (tmp_path / "ome-zarr" / "a.ome.zarr").is_dir()
+    assert main(args) == 0  # the store written by the first run is output, not a second input
+    assert pd.read_csv(tmp_path / "images.csv")["ImageName"].tolist() == ["a"]

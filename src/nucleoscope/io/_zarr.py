@@ -26,7 +26,7 @@ import numpy as np
 from .._errors import InputError
 from ._tiff import _positive, _to_um
 
-__all__ = ["ZARR_SUFFIXES", "is_zarr", "read_zarr_labels", "write_ome_zarr"]
+__all__ = ["ZARR_SUFFIXES", "read_zarr", "read_zarr_labels", "write_ome_zarr"]
 
 #: Folder suffixes read as OME-Zarr (a folder, not a file).
 ZARR_SUFFIXES: tuple[str, ...] = (".ome.zarr", ".zarr")
@@ -35,12 +35,6 @@ _LETTER = {"time": "T", "channel": "C"}
 #: Pyramid levels stop when the short side would fall below this (px).
 _MIN_LEVEL_SIDE = 256
 _INSTALL = "reading and writing OME-Zarr needs the 'ome' extra: pip install 'nucleoscope[ome]'"
-
-
-def is_zarr(path: str | os.PathLike) -> bool:
-    """True for a folder named ``*.zarr`` / ``*.ome.zarr``."""
-    p = Path(path)
-    return p.name.lower().endswith(ZARR_SUFFIXES) and p.is_dir()
 
 
 def _zarr(path: Path) -> Any:

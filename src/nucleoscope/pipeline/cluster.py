@@ -39,13 +39,13 @@ _INSTALL = "--scheduler needs the 'dask' extra: pip install 'nucleoscope[dask]'"
 
 
 def check_scheduler(spec: str) -> str:
-    """``spec`` if it is ``local:N`` (N >= 1) or a scheduler address, else :class:`ValueError`."""
+    """``spec`` if it is ``local:N`` (N >= 1) or a scheduler address, else :class:`InputError`."""
     m = _LOCAL.match(spec)
     if m and int(m.group(1)) >= 1:
         return spec
     if not m and _ADDRESS.match(spec):
         return spec
-    raise ValueError(f"scheduler must be 'local:N' (N >= 1 workers) or a scheduler address such as "
+    raise InputError(f"scheduler must be 'local:N' (N >= 1 workers) or a scheduler address such as "
                      f"tcp://host:8786, got {spec!r}")
 
 
@@ -93,13 +93,12 @@ def _task(job: Any, item: Any, out: str, key: str) -> dict[str, Any]:
     return _work(job, item, out, key)
 
 
-def execute_on_cluster(job: Any, todo: list, out: Path, key: str, spec: str, bar: Any,
-                       failed_record: Any) -> tuple[dict[str, dict], int]:
-    """Run ``todo`` (engine Items) as tasks on the cluster ``spec``; returns (records by name, workers).
-
-    ``failed_record(item, message)`` makes the record of an item whose task could not finish.
-    """
+def execute_on_cluster(job: Any, todo: list, out: Path, key: str, spec: str,
+                       bar: Any) -> tuple[dict[str, dict], int]:
+    """Run ``todo`` (engine Items) as tasks on the cluster ``spec``; returns (records by name, workers)."""
     from distributed import as_completed
+
+    from .engine import _failed_record
 
     records: dict[str, dict] = {}
     with _client(spec) as client:
@@ -114,8 +113,8 @@ def execute_on_cluster(job: Any, todo: list, out: Path, key: str, spec: str, bar
                     rec = fut.result()
                 except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: every worker it ran on died
                     log.debug("cluster failure on %s", it.path, exc_info=True)
-                    rec = failed_record(it, f"{it.path}: the task failed on the cluster ({type(exc).__name__}: "
-                                            f"{exc}); run again to retry")
+                    rec = _failed_record(job, it, key, f"{it.path}: the task failed on the cluster "
+                                                       f"({type(exc).__name__}: {exc}); run again to retry")
                 records[it.name] = rec
                 bar.update(1)
         except BaseException:  # stopped: cancel what is queued, keep what is finished

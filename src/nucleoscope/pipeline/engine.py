@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 BASE_IMAGE_COLUMNS = ["ImageName", "Path", "Status", "Error", "Count", "Megapixels", "Seconds"]
 
 #: Sub-folders a batch writes; never listed as inputs when the output folder lies in (or is) the input folder.
-OUTPUT_SUBFOLDERS = ("labels", "overlays", "rois", "cells", "cytoplasm", ".state")
+OUTPUT_SUBFOLDERS = ("labels", "overlays", "rois", "ome-zarr", "cells", "cytoplasm", ".state")
 
 
 @dataclass(frozen=True)
@@ -338,10 +338,7 @@ def run_jobs(job: BatchJob, items: Sequence[Item], out: str | os.PathLike, *, jo
     if scheduler is not None:
         from .cluster import check_scheduler
 
-        try:
-            check_scheduler(scheduler)
-        except ValueError as exc:
-            raise InputError(str(exc)) from exc
+        check_scheduler(scheduler)
     out = prepare_output(out)
     with output_lock(out, command or " ".join(sys.argv)):
         return _run_locked(job, items, out, jobs=jobs, show_progress=show_progress, command=command,
@@ -392,8 +389,7 @@ def _run_locked(job: BatchJob, items: Sequence[Item], out: Path, *, jobs: int, s
             if scheduler is not None and todo:
                 from .cluster import execute_on_cluster
 
-                done, workers = execute_on_cluster(job, todo, out, key, scheduler, bar,
-                                                   lambda it, msg: _failed_record(job, it, key, msg))
+                done, workers = execute_on_cluster(job, todo, out, key, scheduler, bar)
                 records.update(done)
             else:
                 records.update(_execute(job, todo, out, key, workers, bar))
