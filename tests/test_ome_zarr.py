@@ -167,3 +167,9 @@ def test_stores_written_into_the_input_folder_are_not_inputs_next_time(tmp_path)
     assert (tmp_path / "ome-zarr" / "a.ome.zarr").is_dir()
     assert main(args) == 0  # the store written by the first run is output, not a second input
     assert pd.read_csv(tmp_path / "images.csv")["ImageName"].tolist() == ["a"]
+
+
+def test_ome_zarr_with_3d_is_refused_not_ignored(tmp_path, capsys):
+    tifffile.imwrite(tmp_path / "s.tif", np.zeros((3, 32, 32), np.uint16))
+    assert main(["run", str(tmp_path / "s.tif"), "-o", str(tmp_path / "out"), "--3d", "--ome-zarr", "-q"]) == 2
+    assert "--ome-zarr is not written for --3d" in capsys.readouterr().err

@@ -159,6 +159,8 @@ def _run_3d(args: argparse.Namespace) -> int:
 
     if args.plane is not None:
         raise InputError("--plane picks one plane of a stack; --3d segments all of them: give one or the other")
+    if args.ome_zarr:
+        raise InputError("--ome-zarr is not written for --3d stacks yet; their labels are (Z, Y, X) TIFFs")
     config = VolumeConfig(method=args.method, pixel_size=args.pixel_size, spacing_z=args.spacing_z,
                           channel=args.channel, diameter=args.diameter if not args.diameter_um else None)
     if args.diameter_um:
