@@ -60,7 +60,11 @@ def _same_results(a: Path, b: Path) -> None:
 
 
 def _done(out: Path) -> int:
-    return len(list((out / ".state").glob("*.json"))) if (out / ".state").is_dir() else 0
+    """Finished items: their records in .state/ (pathlib's glob also matches the hidden ``.~*`` temporary
+    file of a record still being written, which is not finished)."""
+    if not (out / ".state").is_dir():
+        return 0
+    return sum(1 for p in (out / ".state").glob("*.json") if not p.name.startswith("."))
 
 
 def _children(pid: int) -> list[int]:
