@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "score predicted label images against ground truth"),
     "track": ("track", "segment every frame of a movie and track the nuclei (CTC result format)"),
     "evaluate-tracks": ("evaluate_tracks", "score a tracking result against CTC ground truth (TRA, DET, divisions)"),
+    "classify": ("classify", "train classifiers of nuclei on labelled runs, and predict new runs"),
     "synth": ("synth", "write a synthetic data set with exact ground truth"),
     "train-segmenter": ("train_segmenter", "train the NuSeT nucleus segmentation model"),
 }

@@ -421,6 +421,7 @@ def _run_locked(job: BatchJob, items: Sequence[Item], out: Path, *, jobs: int, s
         "python": platform.python_version(),
         "platform": platform.platform(),
         "command": command or " ".join(sys.argv),
+        "cwd": os.getcwd(),  # relative input paths in images.csv are relative to it
         "job": job.kind,
         "inputs": [os.fspath(i) for i in inputs],
         "parameters": {**job.parameters(), "jobs": jobs, "workers": workers,

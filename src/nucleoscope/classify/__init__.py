@@ -1,0 +1,1 @@
+"""Classify and explain nuclei (SCENMED §8)."""
