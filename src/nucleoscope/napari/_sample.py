@@ -9,12 +9,12 @@ import numpy as np
 
 __all__ = ["BBBC039_FIELD", "bbbc039_field", "synthetic_field"]
 
-#: the bundled field the sample opens (65 annotated nuclei; ``nucleoscope/data/README.md``)
-BBBC039_FIELD = "IXMtest_F08_s7"
+#: the bundled field the sample opens (117 annotated nuclei, some touching; ``nucleoscope/data/README.md``)
+BBBC039_FIELD = "IXMtest_A16_s3"
 
 
 def bbbc039_field() -> list[tuple[Any, dict, str]]:
-    """The bundled BBBC039 field ``IXMtest_F08_s7`` (U2OS, Hoechst, 12-bit), read by :func:`nucleoscope.io.read_image`."""
+    """The bundled BBBC039 field ``IXMtest_A16_s3`` (U2OS, Hoechst, 12-bit), read by :func:`nucleoscope.io.read_image`."""
     from ..io import read_image
 
     img = read_image(resources.files("nucleoscope") / "data" / f"{BBBC039_FIELD}.tif")
