@@ -235,6 +235,21 @@ def test_segment_cancel_discards_the_result(viewer, qtbot, errors):
     assert w.status.text() == "cancelled" and w.run_button.isEnabled() and errors == []
 
 
+def test_layer_boxes_follow_the_viewer(viewer, qtbot):
+    from nucleoscope.napari._measure import MeasureWidget
+
+    w, m = SegmentWidget(viewer), MeasureWidget(viewer)
+    qtbot.addWidget(w)
+    qtbot.addWidget(m)
+    a = viewer.add_image(np.zeros((8, 8), np.float32), name="a")
+    viewer.add_image(np.zeros((8, 8), np.float32), name="b")
+    a.name = "renamed"
+    for box in (w.image, m.image):  # both widgets follow the rename and the new layer
+        assert [box.itemText(i) for i in range(box.count())] == ["renamed", "b"]
+    viewer.layers.remove("b")
+    assert w.image.currentText() == "renamed" and w.image.layer() is a
+
+
 def test_segment_errors_are_notifications(viewer, qtbot, errors):
     w = SegmentWidget(viewer)
     qtbot.addWidget(w)

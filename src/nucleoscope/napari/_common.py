@@ -55,6 +55,7 @@ class LayerChoice(QComboBox):
     def __init__(self, viewer: Any, kind: type[Layer], parent: Any = None) -> None:
         super().__init__(parent)
         self.viewer, self.kind = viewer, kind
+        self._watched: set[int] = set()  # ids of the layers whose renames this box follows
         viewer.layers.events.inserted.connect(self.refresh)
         viewer.layers.events.removed.connect(self.refresh)
         viewer.layers.events.moved.connect(self.refresh)
@@ -70,9 +71,9 @@ class LayerChoice(QComboBox):
         self.clear()
         for la in self._layers():
             self.addItem(la.name)
-            if not getattr(la, "_nucleoscope_watched", False):  # follow renames
+            if id(la) not in self._watched:  # follow renames
                 la.events.name.connect(self.refresh)
-                la._nucleoscope_watched = True
+                self._watched.add(id(la))
         names = [self.itemText(i) for i in range(self.count())]
         if current in names:
             self.setCurrentIndex(names.index(current))
