@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# the napari widget tests (tests/test_napari*.py) run headless: Qt draws into memory, no display needed
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("NUCLEOSCOPE_DATA", REPO.parent / "shared" / "data"))
 

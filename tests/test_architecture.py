@@ -22,9 +22,12 @@ TORCH_HOMES = ("segment/nuset", "segment/cells", "classify")
 #: module -> what it must never import, beyond the rules above
 EXTRA = {
     "models": ("segment", "torch", "safetensors.torch"),
-    "io": ("cli", "report", "pipeline", "segment", "features"),
-    "report": ("cli", "pipeline"),
-    "pipeline": ("cli",),
+    "io": ("cli", "report", "pipeline", "segment", "features", "napari"),
+    "report": ("cli", "pipeline", "napari"),
+    "pipeline": ("cli", "napari"),
+    # the GUI is a face beside the command line: neither imports the other
+    "cli": ("napari",),
+    "napari": ("cli",),
 }
 
 
@@ -99,9 +102,22 @@ def test_the_rules_catch_a_violation(tmp_path, monkeypatch):
     assert any(v.startswith("features/bad.py:3 imports torch") for v in found)
 
 
+def test_napari_is_a_face(tmp_path, monkeypatch):
+    # the plugin's package is checked like the command line: the core importing it is reported
+    fake = tmp_path / "nucleoscope"
+    (fake / "qc").mkdir(parents=True)
+    (fake / "qc" / "bad.py").write_text("from ..napari import _segment\n")
+    (fake / "cli").mkdir()
+    (fake / "cli" / "bad.py").write_text("from nucleoscope.napari._reader import get_reader\n")
+    monkeypatch.setattr(sys.modules[__name__], "SRC", fake)
+    found = _violations()
+    assert "qc/bad.py:1 imports nucleoscope.napari (the core never imports napari)" in found
+    assert any(v.startswith("cli/bad.py:1 imports nucleoscope.napari._reader (cli never imports napari)") for v in found)
+
+
 @pytest.mark.parametrize("modules", [
     "nucleoscope", "nucleoscope.models", "nucleoscope.pipeline", "nucleoscope.cli", "nucleoscope.report",
-    "nucleoscope.segment", "nucleoscope.segment.classic", "nucleoscope.io"])
+    "nucleoscope.segment", "nucleoscope.segment.classic", "nucleoscope.io", "nucleoscope.napari"])
 def test_importing_does_not_import_torch(modules):
     code = f"import sys, {modules}; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -24,7 +24,7 @@ Layout of an output folder::
 
 from __future__ import annotations
 
-from .analyze import AnalysisResult, analyze, diameter_px
+from .analyze import AnalysisResult, analyze, diameter_px, measure_labels
 from .cells import CellsJob, cells_batch
 from .engine import BatchJob, Item, run_jobs
 from .measure import MeasureJob, MeasureOptions, measure_batch, pair_labels
@@ -34,5 +34,5 @@ from .run import DEFAULT_TILE_SIZE, IMAGE_COLUMNS, RunConfig, RunJob, looks_like
 
 __all__ = ["AnalysisResult", "BatchJob", "CellsJob", "cells_batch", "DEFAULT_TILE_SIZE", "IMAGE_COLUMNS", "Item", "MeasureJob",
            "MeasureOptions", "RunConfig", "RunJob", "analyze", "diameter_px", "looks_like_labels",
-           "measure_batch", "pair_labels", "run_batch", "run_jobs", "VolumeConfig", "VolumeJob",
+           "measure_batch", "measure_labels", "pair_labels", "run_batch", "run_jobs", "VolumeConfig", "VolumeJob",
            "run_volume_batch", "TrackConfig", "TrackJob", "track_movie"]

@@ -17,7 +17,7 @@ import pandas as pd
 from .. import InputError
 from ..qc import QC_COLUMNS, QCConfig, drop_flagged, qc_flags
 
-__all__ = ["AnalysisResult", "MAX_UPSCALE_PIXELS", "analyze", "check_sizes", "diameter_px"]
+__all__ = ["AnalysisResult", "MAX_UPSCALE_PIXELS", "analyze", "check_sizes", "diameter_px", "measure_labels"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,7 +140,6 @@ def analyze(image: np.ndarray, *, spacing: float | None = None, saturation: floa
     -------
     AnalysisResult
     """
-    from ..features import measure_nuclei
     from ..segment import resolve_method
 
     if not (np.isfinite(scale) and scale > 0):
@@ -172,8 +171,47 @@ def analyze(image: np.ndarray, *, spacing: float | None = None, saturation: floa
     if drop_flagged_nuclei and len(flags):
         labels = drop_flagged(labels, flags)
         flags = flags[~flags["QC_Flagged"]].reset_index(drop=True)
+    return AnalysisResult(labels=labels, table=_measure(image, labels, flags, spacing, feature_set, saturation),
+                          details=details)
+
+
+def _measure(image: np.ndarray, labels: np.ndarray, flags: pd.DataFrame, spacing: float | None,
+             feature_set: str, saturation: float) -> pd.DataFrame:
+    from ..features import measure_nuclei
+
     table = measure_nuclei(image, labels, spacing=spacing, feature_set=feature_set, saturation=saturation)
     table = table.merge(flags, on="ObjectNumber", how="left", validate="one_to_one")
     for c in QC_COLUMNS:
         table[c] = table[c].fillna(False).astype(bool)
-    return AnalysisResult(labels=labels, table=table, details=details)
+    return table
+
+
+def measure_labels(image: np.ndarray, labels: np.ndarray, *, spacing: float | None = None,
+                   saturation: float | None = None, feature_set: str = "default",
+                   qc: QCConfig = QCConfig()) -> pd.DataFrame:
+    """The table :func:`analyze` makes, for labels made elsewhere (corrected by hand, another tool's):
+    the measurements and the QC flags of every nucleus of ``labels``.
+
+    Parameters
+    ----------
+    image : (Y, X) float array
+        Nuclear stain, values as acquired.
+    labels : (Y, X) int array
+        0 = background.
+    spacing, saturation, feature_set, qc
+        As for :func:`analyze`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per nucleus: ``ObjectNumber``, measurements, QC flags.
+    """
+    image = np.asarray(image, dtype=np.float32)
+    labels = np.asarray(labels)
+    if labels.shape != image.shape:
+        raise InputError(f"labels of shape {labels.shape} do not fit the image's {image.shape}")
+    labels = labels.astype(np.int32, copy=False)
+    if saturation is None:
+        saturation = float(image.max()) if image.size else 1.0
+    flags = qc_flags(image, labels, saturation=saturation, config=qc)
+    return _measure(image, labels, flags, spacing, feature_set, saturation)

@@ -271,15 +271,15 @@ def _validate(net: NusetNet, row: dict, state: dict, val: Sequence[ValImage], co
 
 
 def _final_model(net: NusetNet, best_path: Path, val: Sequence[ValImage], config: TrainConfig, dev: torch.device,
-                 norm: str, tune: bool) -> tuple[NusetNet, Thresholds, dict]:
-    """The best weights as an exported (folded) network, its thresholds (tuned on ``val`` with ``tune``)
-    and its validation scores (empty without validation images)."""
+                 norm: str, tune: bool, thresholds: Thresholds | None = None) -> tuple[NusetNet, Thresholds, dict]:
+    """The best weights as an exported (folded) network, its thresholds (tuned on ``val`` with ``tune``,
+    else ``thresholds`` or the defaults) and its validation scores (empty without validation images)."""
     from safetensors.torch import load_file
 
     final = NusetNet(NusetConfig.from_dict({**net.config.to_dict(), "batchnorm": False}))
     final.load_state_dict(load_file(str(best_path)))
     final = final.to(dev).eval()
-    th, scores = Thresholds(), {}
+    th, scores = thresholds or Thresholds(), {}
     if val and tune:
         th, scores = tune_thresholds(final, val, device=dev, norm=norm, use_rpn=config.rpn)
     elif val:
@@ -316,7 +316,8 @@ def train_nuset(samples: Sequence[TrainSample], *, synthetic: Sequence[TrainSamp
                 config: TrainConfig = TrainConfig(), synthetic_ratio: float = 1.0, device: str = "auto",
                 resume: bool = False, tune: bool = True, meta: dict | None = None,
                 on_step: Callable[[int, dict], None] | None = None, init: NusetNet | None = None,
-                plot_curves: Callable[[Path, Path], None] | None = None) -> dict:
+                plot_curves: Callable[[Path, Path], None] | None = None,
+                thresholds: Thresholds | None = None) -> dict:
     """Train a NuSeT network and write ``out_dir/nuset.safetensors`` + ``nuset.json`` (best on validation).
 
     Also writes ``checkpoint.safetensors`` (+ ``.json``, resumable with ``resume=True``), ``best.safetensors``,
@@ -350,6 +351,9 @@ def train_nuset(samples: Sequence[TrainSample], *, synthetic: Sequence[TrainSamp
         Fine-tune this exported network (batch norm folded, so training goes on without batch norm); its
         widths must match ``model_config``. Output channels missing from it (the boundary channel, when
         ``model_config.boundary`` and ``init`` has none) start from zero weights.
+    thresholds : Thresholds, optional
+        The post-processing thresholds saved with the model when they are not tuned (no ``val``, or
+        ``tune=False``); e.g. the fine-tuned model's own. Default: :class:`Thresholds`' defaults.
 
     Returns
     -------
@@ -431,7 +435,7 @@ def train_nuset(samples: Sequence[TrainSample], *, synthetic: Sequence[TrainSamp
         except Exception as exc:  # a plot must never lose a trained model
             log.warning("could not plot the curves: %s", exc)
 
-    final, th, scores = _final_model(net, best_path, val, config, dev, norm, tune)
+    final, th, scores = _final_model(net, best_path, val, config, dev, norm, tune, thresholds)
     training = {**(meta or {}), "config": config.to_dict(), "steps": state["step"], "best_step": state["best_step"],
                 "stop_reason": stop_reason, "wall_time_s": round(time.time() - t_start, 1),
                 "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",

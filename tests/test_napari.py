@@ -1,0 +1,385 @@
+"""The napari plugin, headless (Qt offscreen, pytest-qt): manifest, reader, writers, samples, Segment.
+
+Skipped where the ``napari`` extra is not installed. The widgets run on a ``ViewerModel`` (the viewer
+without its OpenGL canvas), so no display or GL driver is needed; docs/napari.md's screenshots need
+the canvas and are made by ``tests/test_napari_docs.py``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+napari = pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari.components import ViewerModel  # noqa: E402
+
+from nucleoscope.napari import _common  # noqa: E402
+from nucleoscope.napari._reader import get_reader  # noqa: E402
+from nucleoscope.napari._sample import BBBC039_FIELD, bbbc039_field, synthetic_field  # noqa: E402
+from nucleoscope.napari._segment import SegmentWidget  # noqa: E402
+from nucleoscope.napari._writer import write_labels, write_table  # noqa: E402
+
+MANIFEST = Path(__file__).resolve().parents[1] / "src" / "nucleoscope" / "napari" / "napari.yaml"
+
+
+@pytest.fixture
+def viewer(qtbot):
+    return ViewerModel()
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """The messages shown as napari error notifications."""
+    shown: list[str] = []
+    monkeypatch.setattr(_common, "show_error", shown.append)
+    return shown
+
+
+def _add(viewer, layer_data):
+    for data, attrs, kind in layer_data:
+        getattr(viewer, f"add_{kind}")(data, **attrs)
+
+
+def _done(qtbot, widget, timeout=120_000):
+    """Wait until the widget's worker has finished (its ``finished`` handler, connected before the
+    thread started, clears ``widget.worker``; waiting on the signal itself could miss a fast worker)."""
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout)
+
+
+def _segment(qtbot, widget, timeout=120_000):
+    worker = widget.run()
+    assert worker is not None, widget.status.text()
+    _done(qtbot, widget, timeout)
+    return worker
+
+
+# ---------------------------------------------------------------------------------------------- manifest
+
+
+def test_manifest_validates_and_is_the_entry_point():
+    from importlib.metadata import entry_points
+
+    npe2 = Path(sys.executable).with_name("npe2")
+    out = subprocess.run([str(npe2), "validate", str(MANIFEST)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    eps = [e for e in entry_points(group="napari.manifest") if e.name == "nucleoscope"]
+    assert eps and eps[0].value == "nucleoscope.napari:napari.yaml"
+    assert (resources.files("nucleoscope.napari") / "napari.yaml").is_file()  # shipped as package data
+
+    from npe2 import PluginManifest
+
+    pm = PluginManifest.from_file(MANIFEST)
+    assert {w.display_name for w in pm.contributions.widgets} == {"Segment", "Measure", "Train"}
+    for c in pm.contributions.commands:  # every command points at a callable that imports
+        module, name = c.python_name.split(":")
+        assert callable(getattr(__import__(module, fromlist=[name]), name)), c.python_name
+
+
+# ---------------------------------------------------------------------------------------------- reader
+
+
+def test_reader_opens_a_run_folder_as_image_labels_and_table(tmp_path):
+    from nucleoscope.pipeline import RunConfig, run_batch
+
+    src = resources.files("nucleoscope") / "data" / f"{BBBC039_FIELD}.tif"
+    images = run_batch([str(src)], tmp_path / "out", RunConfig(method="otsu", feature_set="shape"),
+                       show_progress=False)
+    reader = get_reader(str(tmp_path / "out"))
+    assert reader is not None
+    layers = reader(str(tmp_path / "out"))
+    kinds = [(a["name"], k) for _, a, k in layers]
+    assert kinds == [(BBBC039_FIELD, "image"), (f"{BBBC039_FIELD} nuclei", "labels"),
+                     (f"{BBBC039_FIELD} QC flagged", "labels")]
+    labels, attrs = layers[1][0], layers[1][1]
+    n = int(images["Count"].iloc[0])
+    assert labels.max() == n and len(attrs["features"]) == n
+    assert list(attrs["features"]["ObjectNumber"]) == list(range(1, n + 1))
+    flagged = set(np.unique(layers[2][0])) - {0}
+    assert flagged == set(attrs["features"].loc[attrs["features"]["QC_Flagged"], "ObjectNumber"])
+    assert get_reader(str(tmp_path / "out" / "images.csv")) is None  # not ours: napari's own readers
+
+
+def test_reader_opens_tiff_and_ome_zarr_with_labels(tmp_path):
+    pytest.importorskip("ome_zarr")
+    from nucleoscope import io
+
+    (image, _, _), (truth, _, _) = synthetic_field(seed=1, shape=(256, 256))
+    io.write_image(tmp_path / "a.tif", image.astype(np.uint16), spacing=0.5)
+    layers = get_reader(str(tmp_path / "a.tif"))(str(tmp_path / "a.tif"))
+    assert len(layers) == 1 and layers[0][1]["metadata"]["spacing_um"] == pytest.approx(0.5)
+    np.testing.assert_array_equal(layers[0][0], image)
+    io.write_ome_zarr(tmp_path / "b.ome.zarr", image.astype(np.uint16), truth, spacing=0.5)
+    layers = get_reader(str(tmp_path / "b.ome.zarr"))(str(tmp_path / "b.ome.zarr"))
+    assert [k for _, _, k in layers] == ["image", "labels"]
+    np.testing.assert_array_equal(layers[1][0], truth)
+
+
+def test_reader_error_names_the_file(tmp_path):
+    bad = tmp_path / "broken.tif"
+    bad.write_bytes(b"not a tiff")
+    reader = get_reader(str(bad))
+    with pytest.raises(ValueError, match="broken.tif"):
+        reader(str(bad))
+
+
+# ---------------------------------------------------------------------------------------------- writers
+
+
+def test_writers_labels_tiff_zarr_and_tables(tmp_path):
+    import pandas as pd
+
+    from nucleoscope import io
+
+    labels = np.zeros((64, 64), np.int32)
+    labels[5:15, 5:15], labels[30:40, 20:44] = 1, 70000  # an id past uint16 survives
+    attrs = {"metadata": {"spacing_um": 0.25}, "features": pd.DataFrame({"ObjectNumber": [1, 70000]})}
+    (p,) = write_labels(str(tmp_path / "l.tif"), labels, attrs)
+    np.testing.assert_array_equal(io.read_labels(p), labels)
+    if pytest.importorskip("ome_zarr"):
+        (z,) = write_labels(str(tmp_path / "l.ome.zarr"), labels, attrs)
+        np.testing.assert_array_equal(io.read_zarr_labels(z), labels)
+    for suffix in (".csv", ".parquet"):
+        (t,) = write_table(str(tmp_path / f"t{suffix}"), labels, attrs)
+        assert list(io.read_table(t)["ObjectNumber"]) == [1, 70000]
+    with pytest.raises(ValueError, match="no table"):
+        write_table(str(tmp_path / "x.csv"), labels, {"features": pd.DataFrame()})
+
+
+def test_samples():
+    ((image, attrs, kind),) = bbbc039_field()
+    assert kind == "image" and image.shape == (520, 696) and attrs["metadata"]["saturation"] == 4095
+    (image, _, _), (truth, tattrs, tkind) = synthetic_field()
+    assert tkind == "labels" and truth.shape == image.shape and truth.max() > 20
+
+
+# ---------------------------------------------------------------------------------------------- Segment
+
+
+def test_segment_widget_matches_run_on_the_bundled_image(viewer, qtbot, tmp_path, errors):
+    from nucleoscope.pipeline import RunConfig, run_batch
+
+    _add(viewer, bbbc039_field())
+    w = SegmentWidget(viewer)
+    qtbot.addWidget(w)
+    assert w.image.currentText() == BBBC039_FIELD
+    _segment(qtbot, w)
+    assert errors == []
+    layer = viewer.layers[f"{BBBC039_FIELD} nuclei"]
+    n = int(layer.data.max())
+    # the same analysis as `nucleoscope run` with the same (default) options
+    src = resources.files("nucleoscope") / "data" / f"{BBBC039_FIELD}.tif"
+    images = run_batch([str(src)], tmp_path / "run", RunConfig(method="auto", feature_set="shape"),
+                       show_progress=False)
+    assert n == int(images["Count"].iloc[0])
+    assert 105 <= n <= 125  # truth: 117 annotated nuclei (nuset_v5 finds 116)
+    assert len(layer.features) == n and list(layer.features["ObjectNumber"]) == list(range(1, n + 1))
+    flagged = viewer.layers[f"{BBBC039_FIELD} QC flagged"]
+    ids = set(np.unique(flagged.data)) - {0}
+    assert ids == set(layer.features.loc[layer.features["QC_Flagged"], "ObjectNumber"]) and ids
+    assert flagged.contour == 2
+    assert f"{n} nuclei" in w.status.text()
+    # segmenting again replaces the layers' data instead of piling up new layers
+    _segment(qtbot, w)
+    assert len(viewer.layers) == 3
+
+
+def _big_image() -> np.ndarray:
+    src = bbbc039_field()[0][0]
+    return np.tile(src, (4, 3))[:2048, :2048].copy()
+
+
+def test_segment_2048_keeps_the_event_loop_responsive(viewer, qtbot, errors):
+    from qtpy.QtCore import QTimer
+
+    viewer.add_image(_big_image(), name="big", metadata={"saturation": 4095})
+    w = SegmentWidget(viewer)
+    qtbot.addWidget(w)
+    w.method.setCurrentText("otsu")
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(20)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    t0 = time.perf_counter()
+    worker = w.run()
+    assert worker is not None and w.worker is worker and not w.run_button.isEnabled()
+    assert time.perf_counter() - t0 < 0.5  # run() returns at once: the work is in the worker thread
+    _done(qtbot, w)
+    timer.stop()
+    busy = time.perf_counter() - t0
+    assert errors == []
+    gaps = np.diff([t0, *ticks])
+    assert busy > 0.5  # it really worked for a while
+    assert len(ticks) >= busy / 0.02 * 0.25, (len(ticks), busy)
+    assert gaps.max() < 1.0, gaps.max()  # the GUI thread never froze for a second
+    assert viewer.layers["big nuclei"].data.max() > 500
+
+
+def test_segment_cancel_discards_the_result(viewer, qtbot, errors):
+    viewer.add_image(_big_image(), name="big")
+    w = SegmentWidget(viewer)
+    qtbot.addWidget(w)
+    w.method.setCurrentText("otsu")
+    assert w.run() is not None
+    w.cancel()
+    _done(qtbot, w)
+    assert "big nuclei" not in viewer.layers
+    assert w.status.text() == "cancelled" and w.run_button.isEnabled() and errors == []
+
+
+def test_layer_boxes_follow_the_viewer(viewer, qtbot):
+    from nucleoscope.napari._measure import MeasureWidget
+
+    w, m = SegmentWidget(viewer), MeasureWidget(viewer)
+    qtbot.addWidget(w)
+    qtbot.addWidget(m)
+    a = viewer.add_image(np.zeros((8, 8), np.float32), name="a")
+    viewer.add_image(np.zeros((8, 8), np.float32), name="b")
+    a.name = "renamed"
+    for box in (w.image, m.image):  # both widgets follow the rename and the new layer
+        assert [box.itemText(i) for i in range(box.count())] == ["renamed", "b"]
+    viewer.layers.remove("b")
+    assert w.image.currentText() == "renamed" and w.image.layer() is a
+
+
+def test_segment_errors_are_notifications(viewer, qtbot, errors):
+    w = SegmentWidget(viewer)
+    qtbot.addWidget(w)
+    assert w.run() is None and "no image layer" in errors[-1]
+    viewer.add_image(np.zeros((3, 32, 32), np.float32), name="stack")
+    assert w.run() is None and "'stack' has shape (3, 32, 32)" in errors[-1]
+    # an error raised inside the worker thread: a diameter larger than the image
+    viewer.add_image(np.random.default_rng(0).random((64, 64)).astype(np.float32), name="small")
+    w.image.choose(viewer.layers["small"])
+    w.method.setCurrentText("otsu")
+    w.diameter.setValue(500)
+    _segment(qtbot, w)
+    assert "Segment failed" in errors[-1] and "larger than this 64 x 64 px image" in errors[-1]
+    assert "small nuclei" not in viewer.layers and w.run_button.isEnabled()
+
+
+# ---------------------------------------------------------------------------------------------- Measure
+
+
+def _segmented(viewer, qtbot):
+    _add(viewer, bbbc039_field())
+    w = SegmentWidget(viewer)
+    qtbot.addWidget(w)
+    w.method.setCurrentText("otsu")
+    _segment(qtbot, w)
+    return viewer.layers[f"{BBBC039_FIELD} nuclei"]
+
+
+def test_measure_widget_table_sort_select_export(viewer, qtbot, tmp_path, errors):
+    from nucleoscope.io import read_table
+    from nucleoscope.napari._measure import MeasureWidget
+
+    layer = _segmented(viewer, qtbot)
+    n = int(layer.data.max())
+    m = MeasureWidget(viewer)
+    qtbot.addWidget(m)
+    assert m.labels.currentText() == layer.name and m.image.currentText() == BBBC039_FIELD
+    assert m.table.rowCount() == n  # the table Segment stored, shown at once
+    # a merge fixed by hand: paint nucleus 1 away, measure again with the default feature set
+    layer.data = np.where(layer.data == 1, 0, layer.data)
+    assert m.run() is not None
+    _done(qtbot, m)
+    assert errors == []
+    assert m.table.rowCount() == n - 1 == len(layer.features)
+    assert 1 not in set(layer.features["ObjectNumber"])
+    cols = [m.table.horizontalHeaderItem(j).text() for j in range(m.table.columnCount())]
+    assert cols[:4] == ["ObjectNumber", "AreaShape_Area", "Intensity_MeanIntensity", "QC_Flagged"]
+    assert any(c.startswith("Texture_") for c in cols)  # the default set, not the shape set of Segment
+    # sorting by area (numerically), then a click selects that nucleus and centres the view on it
+    m.table.sortItems(1)
+    areas = [m.table.item(i, 1).value for i in range(m.table.rowCount())]
+    assert areas == sorted(areas)
+    m.select_row(0)
+    smallest = int(layer.features.loc[layer.features["AreaShape_Area"].idxmin(), "ObjectNumber"])
+    assert layer.selected_label == smallest
+    ys, xs = np.nonzero(layer.data == smallest)
+    assert np.allclose(viewer.camera.center[-2:], (ys.mean(), xs.mean()), atol=1.0)
+    for suffix in (".csv", ".parquet"):
+        out = m.export(str(tmp_path / f"nuclei{suffix}"))
+        df = read_table(out)
+        assert len(df) == n - 1 and df["ImageName"].iloc[0] == BBBC039_FIELD
+    assert m.export(str(tmp_path / "nuclei.xlsx")) is None and "Export failed" in errors[-1]
+
+
+def test_measure_errors_are_notifications(viewer, qtbot, errors):
+    from nucleoscope.napari._measure import MeasureWidget
+
+    m = MeasureWidget(viewer)
+    qtbot.addWidget(m)
+    assert m.run() is None and "no Labels layer" in errors[-1]
+    viewer.add_image(np.zeros((32, 32), np.float32), name="img")
+    viewer.add_labels(np.zeros((16, 16), np.int32), name="lab")
+    assert m.run() is None and "differ in shape" in errors[-1]
+
+
+# ---------------------------------------------------------------------------------------------- Train
+
+
+def test_train_finetunes_and_segment_uses_the_new_model(viewer, qtbot, tmp_path, errors):
+    import json
+
+    pytest.importorskip("torch")
+    from nucleoscope.models import read_metadata
+    from nucleoscope.napari._train import TrainWidget
+
+    _add(viewer, bbbc039_field())
+    seg = SegmentWidget(viewer)
+    qtbot.addWidget(seg)
+    seg.method.setCurrentText("nuset")
+    _segment(qtbot, seg)
+    before = int(viewer.layers[f"{BBBC039_FIELD} nuclei"].data.max())
+    t = TrainWidget(viewer)
+    qtbot.addWidget(t)
+    assert t.labels.currentText() == f"{BBBC039_FIELD} nuclei"  # not the QC overlay
+    t.steps.setValue(3)
+    t.batch.setValue(2)
+    t.crop.setValue(128)
+    t.folder.setText(str(tmp_path / "model"))
+    assert t.run() is not None
+    _done(qtbot, t, 300_000)
+    assert errors == []
+    assert len(t.losses) == 3 and np.isfinite(t.losses).all() and t.progress.value() == 3
+    meta = json.loads((tmp_path / "model" / "nuset.json").read_text())
+    assert meta["training"]["steps"] == 3 and meta["training"]["init"]["model"] == "nuset_v5"
+    assert meta["thresholds"] == read_metadata("nuset_v5")["thresholds"]  # the model's own, not defaults
+    assert (tmp_path / "model" / "curves.png").is_file()
+    # the Segment widget switched to the new model: the next segmentation uses it
+    assert seg.model.currentData() == str(tmp_path / "model" / "nuset.safetensors")
+    _segment(qtbot, seg)
+    layer = viewer.layers[f"{BBBC039_FIELD} nuclei"]
+    assert layer.metadata["model"] == str(tmp_path / "model" / "nuset.safetensors")
+    assert abs(int(layer.data.max()) - before) <= 10  # 3 small steps from nuset_v5 keep it working
+
+
+def test_train_cancel_saves_nothing(viewer, qtbot, tmp_path, errors):
+    pytest.importorskip("torch")
+    from nucleoscope.napari._train import TrainWidget
+
+    (image, attrs, _), (truth, _, _) = synthetic_field(shape=(256, 256))
+    viewer.add_image(image, **attrs)
+    viewer.add_labels(truth, name="truth")
+    t = TrainWidget(viewer)
+    qtbot.addWidget(t)
+    t.steps.setValue(1000)
+    t.batch.setValue(1)
+    t.crop.setValue(64)
+    t.folder.setText(str(tmp_path / "m"))
+    t._relay.step.connect(lambda step, loss: t.cancel() if step == 2 else None)
+    assert t.run() is not None
+    _done(qtbot, t, 300_000)
+    assert "cancelled after" in t.status.text() and errors == []
+    assert not (tmp_path / "m" / "nuset.safetensors").exists()
+    assert t.train_button.isEnabled()
