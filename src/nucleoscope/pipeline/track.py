@@ -117,6 +117,8 @@ class TrackJob(BatchJob):
         return dict(self.model_info)
 
     def finish(self, out: Path, images: pd.DataFrame) -> None:
+        import laptrack  # noqa: F401  (imported before the clock: a one-off cost of the process, ~1.5 s)
+
         from .. import io
         from ..track import track_nuclei
 

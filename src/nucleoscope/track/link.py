@@ -44,6 +44,9 @@ class TrackResult:
 def nuclei_points(labels: np.ndarray) -> pd.DataFrame:
     """Centroid (px) and area of every nucleus of every frame of a (T, Y, X) label stack.
 
+    One pass over each frame's foreground pixels (``bincount`` of their labels, weighted by their
+    coordinates), so a 1024² movie costs milliseconds per frame.
+
     Returns
     -------
     pandas.DataFrame
@@ -51,14 +54,50 @@ def nuclei_points(labels: np.ndarray) -> pd.DataFrame:
     """
     rows = []
     for t, lab in enumerate(np.asarray(labels)):
-        ids = np.unique(lab[lab > 0])
-        if ids.size == 0:
+        flat = lab.ravel()
+        fg = np.flatnonzero(flat)
+        if fg.size == 0:
             continue
-        cy, cx = np.array(ndi.center_of_mass(np.ones_like(lab), lab, ids)).reshape(-1, 2).T
-        area = ndi.sum_labels(np.ones_like(lab), lab, ids)
-        rows.append(pd.DataFrame({"frame": t, "label": ids.astype(np.int64), "y": cy, "x": cx, "area": area}))
+        vals = flat[fg].astype(np.int64)
+        ids, inv = np.unique(vals, return_inverse=True)
+        area = np.bincount(inv, minlength=ids.size).astype(float)
+        yy, xx = np.divmod(fg, lab.shape[1])
+        cy = np.bincount(inv, weights=yy, minlength=ids.size) / area
+        cx = np.bincount(inv, weights=xx, minlength=ids.size) / area
+        rows.append(pd.DataFrame({"frame": t, "label": ids, "y": cy, "x": cx, "area": area}))
     cols = ["frame", "label", "y", "x", "area"]
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=cols)
+
+
+def _graph_tracks(tree, n_points: list[int]) -> tuple[np.ndarray, pd.DataFrame]:
+    """laptrack's graph (nodes ``(frame, index)``, edges forward in time) -> laptrack-style segments:
+    the segment id of every point (frames concatenated) and the splits (``parent_track_id``,
+    ``child_track_id``). A segment runs from a node with no single-successor predecessor along
+    single-successor edges; each child of a node with two successors starts one."""
+    offset = np.concatenate([[0], np.cumsum(n_points)]).astype(np.int64)
+    seg = np.full(int(offset[-1]), -1, dtype=np.int64)
+    succ = {n: sorted(tree.successors(n)) for n in tree.nodes}
+    pred = {n: list(tree.predecessors(n)) for n in tree.nodes}
+    splits = []
+    next_id = 0
+    for start in sorted(tree.nodes):
+        p = pred[start]
+        if p and len(succ[p[0]]) == 1:  # continues its predecessor's segment
+            continue
+        node, sid = start, next_id
+        next_id += 1
+        if p:
+            splits.append((int(seg[offset[p[0][0]] + p[0][1]]), sid))
+        while True:
+            seg[offset[node[0]] + node[1]] = sid
+            nxt = succ[node]
+            if len(nxt) != 1 or len(pred[nxt[0]]) != 1:
+                break
+            node = nxt[0]
+    lone = np.flatnonzero(seg < 0)  # points laptrack left out of its graph: tracks of their own
+    seg[lone] = next_id + np.arange(lone.size)
+    # a split's parent is assigned before its children (nodes visited in frame order)
+    return seg, pd.DataFrame(splits, columns=["parent_track_id", "child_track_id"], dtype=np.int64)
 
 
 def _divisions(track_df: pd.DataFrame, split_df: pd.DataFrame, max_area_ratio: float) -> dict[int, int]:
@@ -145,7 +184,12 @@ def track_nuclei(labels: np.ndarray, *, max_distance: float = 30.0, max_gap: int
                   # daughter or a re-found nucleus within reach is joined rather than started afresh
                   segment_start_cost=float(max(max_distance, division_distance or 0)) ** 2,
                   segment_end_cost=float(max(max_distance, division_distance or 0)) ** 2)
-    track_df, split_df, _ = lt.predict_dataframe(pts, ["y", "x"], only_coordinate_cols=False)
+    n_frames = labels.shape[0]
+    per_frame = [pts[pts["frame"] == t] for t in range(n_frames)]
+    coords = [g[["y", "x"]].to_numpy(dtype=float) if len(g) else np.zeros((0, 2)) for g in per_frame]
+    tree = lt.predict(coords)
+    seg, split_df = _graph_tracks(tree, [len(c) for c in coords])
+    track_df = pd.concat(per_frame, ignore_index=True).assign(track_id=seg)
     parents = _divisions(track_df, split_df, division_area_ratio) if len(split_df) else {}
     points, lineage = _segments(track_df, parents)
     parent = dict(zip(lineage["L"], lineage["P"]))
