@@ -132,3 +132,27 @@ def test_linking_the_true_masks_of_simplus_recovers_the_truth(shared_data, tmp_p
     s = evaluate_tracks(out, gt)
     assert s["DET"] == pytest.approx(1.0)
     assert s["TRA"] >= 0.97
+
+
+def test_ctc_seg_measure_on_hand_built_frames(tmp_path):
+    """CTC SEG: Jaccard with the prediction covering > half of each annotated object, else 0; unannotated
+    predictions cost nothing; only the annotated frames count."""
+    from nucleoscope.metrics import ctc_seg_jaccard
+    from nucleoscope.pipeline.evaluate_tracks import seg_score
+
+    gt = np.zeros((20, 20), np.int32)
+    gt[0:4, 0:4] = 3          # 16 px, predicted exactly: J = 1
+    gt[10:14, 0:4] = 4        # 16 px, prediction covers 8 (half, not more): 0
+    gt[10:14, 10:14] = 9      # 16 px, prediction 4x5 covering 12: J = 12 / (16 + 20 - 12) = 0.5
+    pred = np.zeros_like(gt)
+    pred[0:4, 0:4] = 1
+    pred[10:14, 2:6] = 2
+    pred[10:14, 11:16] = 5
+    pred[17:20, 17:20] = 6    # not annotated: no cost
+    assert ctc_seg_jaccard(gt, pred).tolist() == pytest.approx([1.0, 0.0, 0.5])
+    res, seg = tmp_path / "res", tmp_path / "SEG"
+    res.mkdir(), seg.mkdir()
+    for t in range(3):
+        tifffile.imwrite(res / f"mask{t:03d}.tif", pred.astype(np.uint16))
+    tifffile.imwrite(seg / "man_seg001.tif", gt.astype(np.uint16))
+    assert seg_score(res, seg) == (pytest.approx(0.5), 3, 1)
