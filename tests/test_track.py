@@ -44,6 +44,20 @@ def test_diagonal_gap_and_division_have_the_known_lineage():
     assert t_rows["t"].tolist() == [0, 1, 2, 3] and t_rows["x"].tolist() == pytest.approx([6.5, 9.5, 12.5, 15.5])
 
 
+def test_a_fragment_split_off_for_one_frame_is_not_a_division():
+    """A nucleus the segmenter cuts into a large and a small piece in frame 3 only: the large piece
+    continues the nucleus's track (no division, no broken lineage), the fragment is a one-frame track."""
+    m = np.zeros((8, 60, 60), np.int32)
+    m[:, 20:36, 20:36] = 1
+    m[3, 20:36, 31:36] = 2  # frame 3: the right 5 columns segmented as a separate object
+    res = track_nuclei(m, max_distance=12, division_distance=15)
+    assert sorted(map(tuple, res.lineage[["B", "E", "P"]].to_numpy().tolist())) == [(0, 7, 0), (3, 3, 0)]
+    assert len(np.unique(res.masks[:, 25, 25])) == 1
+    # with daughters allowed to live a single frame the split is taken for a division
+    res1 = track_nuclei(m, max_distance=12, division_distance=15, division_min_frames=1)
+    assert (res1.lineage["P"] > 0).sum() == 2
+
+
 def test_without_gap_closing_or_divisions():
     res = track_nuclei(_movie(), max_distance=12, max_gap=0, division_distance=None)
     assert (res.lineage["P"] == 0).all()

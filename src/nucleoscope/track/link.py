@@ -100,18 +100,42 @@ def _graph_tracks(tree, n_points: list[int]) -> tuple[np.ndarray, pd.DataFrame]:
     return seg, pd.DataFrame(splits, columns=["parent_track_id", "child_track_id"], dtype=np.int64)
 
 
-def _divisions(track_df: pd.DataFrame, split_df: pd.DataFrame, max_area_ratio: float) -> dict[int, int]:
-    """daughter track -> mother track, for the splits whose daughters both start smaller than
-    ``max_area_ratio`` times the mother's last area (a nucleus that divides halves; a fragment of an
-    over-segmented neighbour, or a nucleus coming into view, does not)."""
-    first = track_df.sort_values("frame").groupby("track_id")["area"].first()
-    last = track_df.sort_values("frame").groupby("track_id")["area"].last()
-    out = {}
-    for mother, g in split_df.groupby("parent_track_id"):
+def _divisions(track_df: pd.DataFrame, split_df: pd.DataFrame, max_area_ratio: float, min_frames: int,
+               n_frames: int) -> tuple[dict[int, int], dict[int, int]]:
+    """Sort laptrack's splits into divisions and continuations.
+
+    A split is a **division** when both daughters start smaller than ``max_area_ratio`` times the
+    mother's last area (a nucleus that divides halves; a fragment of an over-segmented neighbour, or a
+    nucleus coming into view, does not) and both last ``min_frames`` frames or reach the end of the
+    movie (a fragment split off for a frame or two by the segmenter dies at once; real daughters live
+    on). Otherwise the daughter nearer the mother's last centroid continues the mother's track and the
+    other starts a track of its own.
+
+    Returns
+    -------
+    parent_of : dict
+        daughter segment -> mother segment, for the divisions.
+    same_as : dict
+        child segment -> the segment it continues (resolved: chains of continuations point to the first).
+    """
+    g_sorted = track_df.sort_values("frame")
+    by = g_sorted.groupby("track_id")
+    first, last = by.first(), by.last()
+    length = by.size()
+    parent_of: dict[int, int] = {}
+    same_as: dict[int, int] = {}
+    splits = split_df.assign(t=split_df["parent_track_id"].map(last["frame"])).sort_values("t", kind="stable")
+    for mother, g in splits.groupby("parent_track_id", sort=False):
         kids = [int(k) for k in g["child_track_id"]]
-        if len(kids) == 2 and all(first[k] < max_area_ratio * last[mother] for k in kids):
-            out.update({k: int(mother) for k in kids})
-    return out
+        root = same_as.get(int(mother), int(mother))
+        m = last.loc[mother]
+        lives = [length[k] >= min_frames or last.loc[k, "frame"] >= n_frames - 1 for k in kids]
+        if len(kids) == 2 and all(lives) and all(first.loc[k, "area"] < max_area_ratio * m["area"] for k in kids):
+            parent_of.update({k: root for k in kids})
+            continue
+        d = [np.hypot(first.loc[k, "y"] - m["y"], first.loc[k, "x"] - m["x"]) for k in kids]
+        same_as[kids[int(np.argmin(d))]] = root
+    return parent_of, same_as
 
 
 def _segments(track_df: pd.DataFrame, parent_of: dict[int, int]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -138,7 +162,8 @@ def _segments(track_df: pd.DataFrame, parent_of: dict[int, int]) -> tuple[pd.Dat
 
 
 def track_nuclei(labels: np.ndarray, *, max_distance: float = 30.0, max_gap: int = 1,
-                 division_distance: float | None = 40.0, division_area_ratio: float = 0.85) -> TrackResult:
+                 division_distance: float | None = 40.0, division_area_ratio: float = 0.85,
+                 division_min_frames: int = 3) -> TrackResult:
     """Track the nuclei of a (T, Y, X) label stack by their centroids.
 
     Parameters
@@ -153,7 +178,11 @@ def track_nuclei(labels: np.ndarray, *, max_distance: float = 30.0, max_gap: int
         Largest distance (px) from a mother to a daughter's first centroid; ``None``: no divisions.
     division_area_ratio : float
         A split is kept as a division only when both daughters start smaller than this times the
-        mother's last area; otherwise the second daughter starts a track of its own.
+        mother's last area ...
+    division_min_frames : int
+        ... and both daughters last at least this many frames (or reach the movie's last frame).
+        Otherwise the daughter nearer the mother continues the mother's track and the other starts a
+        track of its own.
 
     Returns
     -------
@@ -190,7 +219,10 @@ def track_nuclei(labels: np.ndarray, *, max_distance: float = 30.0, max_gap: int
     tree = lt.predict(coords)
     seg, split_df = _graph_tracks(tree, [len(c) for c in coords])
     track_df = pd.concat(per_frame, ignore_index=True).assign(track_id=seg)
-    parents = _divisions(track_df, split_df, division_area_ratio) if len(split_df) else {}
+    parents: dict[int, int] = {}
+    if len(split_df):
+        parents, same_as = _divisions(track_df, split_df, division_area_ratio, division_min_frames, n_frames)
+        track_df["track_id"] = track_df["track_id"].map(lambda k: same_as.get(k, k))
     points, lineage = _segments(track_df, parents)
     parent = dict(zip(lineage["L"], lineage["P"]))
     for t, g in points.groupby("frame"):
