@@ -44,6 +44,20 @@ def test_diagonal_gap_and_division_have_the_known_lineage():
     assert t_rows["t"].tolist() == [0, 1, 2, 3] and t_rows["x"].tolist() == pytest.approx([6.5, 9.5, 12.5, 15.5])
 
 
+def test_a_fragment_split_off_for_one_frame_is_not_a_division():
+    """A nucleus the segmenter cuts into a large and a small piece in frame 3 only: the large piece
+    continues the nucleus's track (no division, no broken lineage), the fragment is a one-frame track."""
+    m = np.zeros((8, 60, 60), np.int32)
+    m[:, 20:36, 20:36] = 1
+    m[3, 20:36, 31:36] = 2  # frame 3: the right 5 columns segmented as a separate object
+    res = track_nuclei(m, max_distance=12, division_distance=15)
+    assert sorted(map(tuple, res.lineage[["B", "E", "P"]].to_numpy().tolist())) == [(0, 7, 0), (3, 3, 0)]
+    assert len(np.unique(res.masks[:, 25, 25])) == 1
+    # with daughters allowed to live a single frame the split is taken for a division
+    res1 = track_nuclei(m, max_distance=12, division_distance=15, division_min_frames=1)
+    assert (res1.lineage["P"] > 0).sum() == 2
+
+
 def test_without_gap_closing_or_divisions():
     res = track_nuclei(_movie(), max_distance=12, max_gap=0, division_distance=None)
     assert (res.lineage["P"] == 0).all()
@@ -132,3 +146,27 @@ def test_linking_the_true_masks_of_simplus_recovers_the_truth(shared_data, tmp_p
     s = evaluate_tracks(out, gt)
     assert s["DET"] == pytest.approx(1.0)
     assert s["TRA"] >= 0.97
+
+
+def test_ctc_seg_measure_on_hand_built_frames(tmp_path):
+    """CTC SEG: Jaccard with the prediction covering > half of each annotated object, else 0; unannotated
+    predictions cost nothing; only the annotated frames count."""
+    from nucleoscope.metrics import ctc_seg_jaccard
+    from nucleoscope.pipeline.evaluate_tracks import seg_score
+
+    gt = np.zeros((20, 20), np.int32)
+    gt[0:4, 0:4] = 3          # 16 px, predicted exactly: J = 1
+    gt[10:14, 0:4] = 4        # 16 px, prediction covers 8 (half, not more): 0
+    gt[10:14, 10:14] = 9      # 16 px, prediction 4x5 covering 12: J = 12 / (16 + 20 - 12) = 0.5
+    pred = np.zeros_like(gt)
+    pred[0:4, 0:4] = 1
+    pred[10:14, 2:6] = 2
+    pred[10:14, 11:16] = 5
+    pred[17:20, 17:20] = 6    # not annotated: no cost
+    assert ctc_seg_jaccard(gt, pred).tolist() == pytest.approx([1.0, 0.0, 0.5])
+    res, seg = tmp_path / "res", tmp_path / "SEG"
+    res.mkdir(), seg.mkdir()
+    for t in range(3):
+        tifffile.imwrite(res / f"mask{t:03d}.tif", pred.astype(np.uint16))
+    tifffile.imwrite(seg / "man_seg001.tif", gt.astype(np.uint16))
+    assert seg_score(res, seg) == (pytest.approx(0.5), 3, 1)

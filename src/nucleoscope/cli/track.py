@@ -29,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="frames a nucleus may be missed and still be linked (default: %(default)s)")
     p.add_argument("--division-distance", type=_positive_float, default=40.0, metavar="PX",
                    help="largest mother-to-daughter distance of a division (default: %(default)s px)")
+    p.add_argument("--division-min-frames", type=_int_at_least(1), default=3, metavar="N",
+                   help="both daughters of a division live N frames or reach the last frame; a shorter-lived "
+                        "piece split off a nucleus is a segmentation fragment (default: %(default)s)")
     p.add_argument("--no-divisions", action="store_true", help="do not detect divisions")
     p.add_argument("--min-area", type=_int_at_least(0), default=0, metavar="PX",
                    help="ignore segmented objects smaller than PX before linking (default: 0)")
@@ -41,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = TrackConfig(method=args.method, pixel_size=args.pixel_size, diameter=args.diameter,
                          max_distance=args.max_distance, max_gap=args.max_gap, min_area=args.min_area,
+                         division_min_frames=args.division_min_frames,
                          division_distance=None if args.no_divisions else args.division_distance)
     images = track_movie(args.frames, args.out, config, jobs=args.jobs, show_progress=not args.quiet,
                          command=shlex.join(["nucleoscope", *sys.argv[1:]]))

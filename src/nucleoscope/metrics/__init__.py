@@ -13,7 +13,8 @@ Modules, one layer each: ``_overlap`` (validated labels -> :class:`Overlap`), ``
 matching -> :class:`ObjectScores` / :class:`Matching`), ``_pixel`` (:class:`PixelScores`),
 ``_error_analysis`` (splits / merges / catastrophes, touching pairs, NuSeT rates, Hausdorff ->
 :class:`ErrorScores`), ``_dataset`` (:class:`ImageScores` of one image, :class:`DatasetScores` of many),
-``_conventions`` (default thresholds, threshold keys, the empty-ratio rule). Import from the package.
+``_ctc`` (the Cell Tracking Challenge SEG measure), ``_conventions`` (default thresholds, threshold
+keys, the empty-ratio rule). Import from the package.
 
 Conventions for empty cases ("vacuous truth"): a ratio whose denominator counts nothing is 1 when its
 numerator's failures are impossible too — precision with no predictions is 1, recall with no truth is
@@ -34,6 +35,7 @@ Examples
 from __future__ import annotations
 
 from ._conventions import DEFAULT_THRESHOLDS, threshold_key
+from ._ctc import ctc_seg_jaccard
 from ._dataset import DatasetScores, ImageScores, evaluate_dataset, evaluate_image, summarize
 from ._error_analysis import LINK_IOU, NUSET_OVERLAP, ErrorScores, error_scores
 from ._matching import Matching, ObjectScores, match
@@ -58,5 +60,6 @@ __all__ = [
     "evaluate_image",
     "evaluate_dataset",
     "summarize",
+    "ctc_seg_jaccard",
     "threshold_key",
 ]

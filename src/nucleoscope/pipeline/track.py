@@ -49,7 +49,7 @@ class TrackConfig:
     pixel_size : float or None
     diameter : float or None
         Typical nucleus diameter in px; ``None``: estimated per frame.
-    max_distance, max_gap, division_distance
+    max_distance, max_gap, division_distance, division_min_frames
         Linking (:func:`nucleoscope.track.track_nuclei`), distances in px.
     min_area : int
         Drop segmented objects smaller than this (px) before linking.
@@ -62,6 +62,7 @@ class TrackConfig:
     max_distance: float = 30.0
     max_gap: int = 1
     division_distance: float | None = 40.0
+    division_min_frames: int = 3
     min_area: int = 0
     segment_options: dict = field(default_factory=dict)
 
@@ -117,6 +118,8 @@ class TrackJob(BatchJob):
         return dict(self.model_info)
 
     def finish(self, out: Path, images: pd.DataFrame) -> None:
+        import laptrack  # noqa: F401  (imported before the clock: a one-off cost of the process, ~1.5 s)
+
         from .. import io
         from ..track import track_nuclei
 
@@ -138,7 +141,7 @@ class TrackJob(BatchJob):
                 small = np.flatnonzero(areas < c.min_area)
                 stack[t][np.isin(stack[t], small[small > 0])] = 0
         res = track_nuclei(stack, max_distance=c.max_distance, max_gap=c.max_gap,
-                           division_distance=c.division_distance)
+                           division_distance=c.division_distance, division_min_frames=c.division_min_frames)
         t2 = time.perf_counter()
         digits = max(3, len(str(stack.shape[0] - 1)))
         for t in range(stack.shape[0]):
