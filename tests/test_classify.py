@@ -276,3 +276,14 @@ def test_classify_usage_errors(measured_run, tmp_path, capsys):
     assert "model.json" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["classify", "train", str(r / "run"), "--labels", "x.csv", "-o", "m", "--model", "boost"])
+
+
+def test_networks_not_installed_are_a_clear_error():
+    import importlib.util
+
+    from nucleoscope.classify.train import TrainConfig
+
+    if importlib.util.find_spec("nucleoscope.classify.cnn") is not None:
+        pytest.skip("the CNN is installed")
+    with pytest.raises(InputError, match="cnn model is not part"):
+        TrainConfig(models=("logreg", "cnn"))

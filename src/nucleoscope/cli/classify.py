@@ -25,7 +25,9 @@ _MODELS = ("logreg", "svm", "forest", "cnn", "patchnet")
 def _models(text: str) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
     if names == ["all"]:
-        return list(_MODELS)
+        from ..classify.train import _network_available
+
+        return [m for m in _MODELS if m in ("logreg", "svm", "forest") or _network_available(m)]
     if names == ["linear"]:
         return ["logreg", "svm", "forest"]
     bad = [n for n in names if n not in _MODELS]
