@@ -7,6 +7,8 @@ points in 15 s where scikit-learn's Barnes-Hut t-SNE took 41 s for 1,000. scikit
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 __all__ = ["tsne_embedding", "MAX_EMBED"]
@@ -37,7 +39,9 @@ def tsne_embedding(X: np.ndarray, *, random_state: int = 0, max_points: int = MA
     rng = np.random.default_rng(random_state)
     index = np.arange(len(X)) if len(X) <= max_points else np.sort(rng.choice(len(X), max_points, replace=False))
     Z = X[index]
-    med = np.nanmedian(np.where(np.isfinite(Z), Z, np.nan), axis=0)
+    with warnings.catch_warnings():  # all-NaN columns become 0 below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(np.where(np.isfinite(Z), Z, np.nan), axis=0)
     Z = np.where(np.isfinite(Z), Z, np.where(np.isfinite(med), med, 0.0))
     sd = Z.std(axis=0)
     Z = (Z - Z.mean(axis=0)) / np.where(sd > 1e-12, sd, 1.0)

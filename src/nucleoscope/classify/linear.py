@@ -7,6 +7,7 @@ model saved as JSON and loaded back predicts exactly what the fitted one did, an
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -34,7 +35,9 @@ def _linear_proba(z: np.ndarray, coef: np.ndarray, intercept: np.ndarray) -> np.
     """Probabilities of a scikit-learn linear model from its coef_ (K or 1, F) and intercept_."""
     d = z @ coef.T + intercept
     if coef.shape[0] == 1:  # binary: one decision function, the positive class's logit
-        p1 = 1.0 / (1.0 + np.exp(-d[:, 0]))
+        from scipy.special import expit  # no overflow warning for large logits
+
+        p1 = expit(d[:, 0])
         return np.column_stack([1.0 - p1, p1])
     return _softmax(d)
 
@@ -114,7 +117,9 @@ class FeatureClassifier:
         classes, yi = np.unique(y, return_inverse=True)
         if len(classes) < 2:
             raise InputError(f"need at least two classes to train, got {list(classes)}")
-        median = np.nanmedian(np.where(np.isfinite(X), X, np.nan), axis=0) if len(X) else np.zeros(X.shape[1])
+        with warnings.catch_warnings():  # a column with no finite value: imputed with 0 below
+            warnings.simplefilter("ignore", RuntimeWarning)
+            median = np.nanmedian(np.where(np.isfinite(X), X, np.nan), axis=0) if len(X) else np.zeros(X.shape[1])
         median = np.where(np.isfinite(median), median, 0.0)
         Xi = np.where(np.isfinite(X), X, median)
         mean = Xi.mean(axis=0)
