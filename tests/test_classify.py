@@ -274,6 +274,13 @@ def test_classify_usage_errors(measured_run, tmp_path, capsys):
     assert "not a finished run" in capsys.readouterr().err
     assert main(["classify", "predict", str(tmp_path), str(r / "run"), "-o", str(tmp_path / "p")]) == 2
     assert "model.json" in capsys.readouterr().err
+    assert main(["classify", "train", str(r / "run"), "--labels", str(r / "labels.csv"), "-o", str(tmp_path / "m"),
+                 "--set-column", "well", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "set column 'well'" in err and not (tmp_path / "m" / "validation").exists()  # before any training
+    (tmp_path / "f").write_text("")
+    assert main(["classify", "predict", str(tmp_path), str(r / "run"), "-o", str(tmp_path / "f")]) == 2
+    assert "is a file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["classify", "train", str(r / "run"), "--labels", "x.csv", "-o", "m", "--model", "boost"])
 

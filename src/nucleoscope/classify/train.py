@@ -228,6 +228,10 @@ def network_proba(kind: str, model, data: NucleusData, rows: np.ndarray) -> np.n
 
 
 def _check_inputs(data: NucleusData, config: TrainConfig) -> None:
+    """Every input a requested step needs, checked before the first model is fitted."""
+    if config.set_column and config.set_column not in data.table.columns:
+        raise InputError(f"set column {config.set_column!r} is neither a column of the labels file nor of the "
+                         "nuclei table")
     if "cnn" in config.models and data.crops is None:
         raise InputError("the cnn model needs nucleus crops (run with --crops, or let classify make them)")
     if "patchnet" in config.models and data.patches is None:
@@ -299,8 +303,6 @@ def train_all(data: NucleusData, config: TrainConfig, *, show_progress: bool = F
         stat_cols += [data.columns[i] for i in top if data.columns[i] not in stat_cols]
     res.stats = compare_classes(data.table, stat_cols)
     if config.set_column:
-        if config.set_column not in data.table.columns:
-            raise InputError(f"set column {config.set_column!r} not in the labels file or nuclei table")
         model_kind = lin or "logreg"
         res.drift = image_set_drift(_feature_factory(model_kind, config), data.X, y,
                                     data.table[config.set_column].astype(str).to_numpy(), images,

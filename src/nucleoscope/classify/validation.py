@@ -16,7 +16,7 @@ import pandas as pd
 
 from .._errors import InputError
 
-__all__ = ["grouped_folds", "scores", "image_scores", "CVResult", "cross_validate"]
+__all__ = ["grouped_folds", "scores", "image_means", "image_scores", "CVResult", "cross_validate"]
 
 MAX_FOLDS = 7  # 1/7 = 14% held out per fold: SCENMED's "at most 15%"
 
@@ -74,26 +74,38 @@ def scores(y_true: Sequence, y_pred: Sequence, classes: Sequence[str]) -> dict[s
     return out
 
 
-def image_scores(proba: np.ndarray, y: Sequence, images: Sequence, classes: Sequence[str]) -> tuple[dict, pd.DataFrame]:
+def image_means(proba: np.ndarray, images: Sequence, classes: Sequence[str]) -> pd.DataFrame:
     """Per-image decisions: the mean class probability over an image's nuclei, then the argmax.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``ImageName``, ``Predicted``, ``P_<class>``..., ``Nuclei``; one row per image, sorted by name.
+    """
+    classes = list(classes)
+    pcols = [f"P_{c}" for c in classes]
+    df = pd.DataFrame(np.asarray(proba, dtype=np.float64).reshape(-1, len(classes)), columns=pcols)
+    df["ImageName"] = np.asarray(images).astype(str)
+    g = df.groupby("ImageName", sort=True)
+    im = g[pcols].mean()
+    im.insert(0, "Predicted", np.asarray(classes, dtype=object)[np.argmax(im.to_numpy(), axis=1)])
+    im["Nuclei"] = g.size()
+    return im.reset_index()
+
+
+def image_scores(proba: np.ndarray, y: Sequence, images: Sequence, classes: Sequence[str]) -> tuple[dict, pd.DataFrame]:
+    """Scores of the per-image decisions of :func:`image_means`.
 
     Returns the scores (as :func:`scores`) and the per-image table (``ImageName``, ``Class``,
     ``Predicted``, ``P_<class>``, ``Nuclei``).
     """
-    classes = list(classes)
-    df = pd.DataFrame(proba, columns=[f"P_{c}" for c in classes])
-    df["ImageName"] = np.asarray(images).astype(str)
-    df["Class"] = np.asarray(y).astype(str)
-    mixed = df.groupby("ImageName")["Class"].nunique()
+    truth = pd.DataFrame({"ImageName": np.asarray(images).astype(str), "Class": np.asarray(y).astype(str)})
+    mixed = truth.groupby("ImageName")["Class"].nunique()
     if (mixed > 1).any():
         raise InputError(f"image {mixed.index[mixed > 1][0]!r} has nuclei of several classes: "
                          "per-image scores need one class per image")
-    g = df.groupby("ImageName", sort=True)
-    im = g[[f"P_{c}" for c in classes]].mean()
-    im.insert(0, "Class", g["Class"].first())
-    im.insert(1, "Predicted", np.asarray(classes)[np.argmax(im[[f"P_{c}" for c in classes]].to_numpy(), axis=1)])
-    im["Nuclei"] = g.size()
-    im = im.reset_index()
+    im = image_means(proba, images, classes)
+    im.insert(1, "Class", truth.groupby("ImageName", sort=True)["Class"].first().to_numpy())
     return scores(im["Class"], im["Predicted"], classes), im
 
 

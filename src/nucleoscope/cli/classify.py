@@ -85,6 +85,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     from ..classify.train import TrainConfig
     from ..pipeline.classify import predict_runs, train_classifier
 
@@ -104,8 +106,7 @@ def run(args: argparse.Namespace) -> int:
                            show_progress=not args.quiet)
     table = res.scores_table()
     for _, r in table.iterrows():
-        im = f", image {r['ImageBalancedAccuracy']:.3f}" if "ImageBalancedAccuracy" in r and r.notna().get(
-            "ImageBalancedAccuracy", False) else ""
+        im = f", image {r['ImageBalancedAccuracy']:.3f}" if pd.notna(r.get("ImageBalancedAccuracy")) else ""
         print(f"{r['Model']:>10}: balanced accuracy nucleus {r['NucleusBalancedAccuracy']:.3f}{im}", file=sys.stderr)
     print(f"chosen: {res.best} -> {args.out}", file=sys.stderr)
     return 0

@@ -34,6 +34,7 @@ from ..classify.labels import attach_labels, read_labels
 from ..classify.linear import MODEL_KINDS, FeatureClassifier
 from ..classify.table import feature_matrix
 from ..classify.train import NETWORK_MODELS, NucleusData, TrainConfig, TrainResult, network_proba, train_all
+from ..classify.validation import image_means
 
 __all__ = ["read_runs", "load_nuclei", "train_classifier", "load_model", "predict_runs", "MODEL_FORMAT",
            "DEFAULT_CROP", "DEFAULT_PATCH"]
@@ -145,8 +146,9 @@ def _windows_of_run(run_dir: Path, names: set[str], kind: str, size: int) -> dic
 
 
 def _attach_windows(table: pd.DataFrame, run_of: dict[str, Path], kind: str, size: int):
-    """Windows aligned to table rows: crops -> (images (N,S,S), masks) with rows lacking a crop dropped
-    (returns the kept row mask too); patches -> (patches (M,P,P), row of each patch)."""
+    """The windows of the table's nuclei: (images (M, S, S), masks (M, S, S), table row of each window).
+
+    Crops: at most one per row (a row without one is absent). Patches: any number per row."""
     key = {(n, int(o)): i for i, (n, o) in enumerate(zip(table["ImageName"], table["ObjectNumber"]))}
     imgs, masks, rows = [], [], []
     by_run: dict[Path, set[str]] = {}
@@ -206,6 +208,13 @@ def load_nuclei(run_dirs: Sequence[str | os.PathLike], *, labels: str | os.PathL
 
 
 # -- training ----------------------------------------------------------------------------------------
+def _output_folder(out: str | os.PathLike, first: str) -> Path:
+    """The output folder, checked writable before any work (a file of that name is an error)."""
+    if Path(out).is_file():
+        raise InputError("is a file; -o names the output folder", path=out)
+    return io.check_writable(Path(out) / first).parent
+
+
 def _write_validation(out: Path, res: TrainResult, data: NucleusData) -> None:
     v = out / "validation"
     v.mkdir(parents=True, exist_ok=True)
@@ -237,7 +246,7 @@ def train_classifier(run_dirs: Sequence[str | os.PathLike], labels: str | os.Pat
     -------
     TrainResult
     """
-    out = io.check_writable(Path(out) / "model.json").parent  # before any work
+    out = _output_folder(out, "model.json")
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
     nets = [m for m in config.models if m in NETWORK_MODELS]
@@ -246,10 +255,6 @@ def train_classifier(run_dirs: Sequence[str | os.PathLike], labels: str | os.Pat
     data = load_nuclei(run_dirs, labels=labels, class_column=class_column, group_column=group_column,
                        drop_flagged=drop_flagged, crops=crop_size if nets else 0,  # patchnet: crops for its heat-maps
                        patches=patch_size if "patchnet" in nets else 0)
-    if config.set_column and config.set_column not in data.table.columns:
-        lab = read_labels(labels, class_column=class_column, group_column=group_column)
-        raise InputError(f"--set-column {config.set_column!r} is neither a labels column nor a table column "
-                         f"(labels columns: {list(lab.table.columns)})", path=labels)
     res = train_all(data, config, show_progress=show_progress)
     out.mkdir(parents=True, exist_ok=True)
     for name in nets:
@@ -329,7 +334,7 @@ def predict_runs(model_dir: str | os.PathLike, run_dirs: Sequence[str | os.PathL
     predictions, image_predictions : pandas.DataFrame
     """
     model_dir = Path(model_dir)
-    out = io.check_writable(Path(out) / "predictions.csv").parent  # before any work
+    out = _output_folder(out, "predictions.csv")
     info = load_model(model_dir)
     name = model or info["best"]
     available = list(info["loaded"]) + list(info.get("networks", {}))
@@ -352,12 +357,7 @@ def predict_runs(model_dir: str | os.PathLike, run_dirs: Sequence[str | os.PathL
                if "QC_Flagged" in data.table.columns else np.zeros(len(pred), bool))
     if keep_flagged:
         pred["QC_Flagged"] = flagged.astype(int)
-    pcols = [f"P_{c}" for c in classes]
-    g = pred[~flagged].groupby("ImageName", sort=True)
-    im = g[pcols].mean()
-    im.insert(0, "Predicted", np.asarray(classes)[np.argmax(im.to_numpy(), axis=1)] if len(im) else [])
-    im["Nuclei"] = g.size()
-    im = im.reset_index()
+    im = image_means(proba[~flagged], pred["ImageName"].to_numpy()[~flagged], classes)
     out.mkdir(parents=True, exist_ok=True)
     io.write_table(pred, out / "predictions.csv")
     io.write_table(im, out / "image_predictions.csv")
