@@ -94,10 +94,12 @@ def jurkat(models: tuple[str, ...], epochs: int, network_folds: int | None) -> t
         crops.append(dna[t["Tile"].to_numpy()].astype(np.float32))
         masks.append(m)
         meta = g.set_index("index").loc[t["Tile"]]
-        t["ImageName"] = [f"{stem}_{i}" for i in t["Tile"]]
+        # the montage is the image (the networks' intensity level is its median nucleus); each tile
+        # (one cell) is its own validation group
+        t["ImageName"] = stem
+        t["Group"] = [f"{stem}_{i}" for i in t["Tile"]]
         t["Class"] = meta["class"].to_numpy()
         t["Experiment"] = meta["experiment"].to_numpy()
-        t["Group"] = t["ImageName"]
         parts.append(t)
     table = pd.concat(parts, ignore_index=True)
     t_feat = time.perf_counter() - t0
@@ -203,6 +205,12 @@ def predict_speed(model_dir: Path, n: int = 10_000) -> dict:
     return out
 
 
+def _save(path: Path, obj: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, default=lambda v: v.item() if hasattr(v, "item") else str(v), indent=1))
+    tmp.replace(path)
+
+
 def md_table(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     fmt = lambda v: f"{v:.3f}" if isinstance(v, (float, np.floating)) else str(v)  # noqa: E731
@@ -217,6 +225,10 @@ def main() -> None:
     ap.add_argument("--koyuncu-network-folds", type=int, default=None)
     ap.add_argument("--jurkat-network-folds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument("--part", choices=["all", "koyuncu", "jurkat", "sensitivity"], default="all")
+    ap.add_argument("--results", default=str(Path(tempfile.gettempdir()) / "nucleoscope_bench_classify"),
+                    help="folder the parts' results are kept in")
+    ap.add_argument("--assemble", action="store_true", help="write the section from the parts' results")
     args = ap.parse_args()
     if args.threads:
         import torch
@@ -227,23 +239,42 @@ def main() -> None:
     net_args = ["--epochs", str(args.epochs)] if nets else []
     if nets and args.koyuncu_network_folds:
         net_args += ["--network-folds", str(args.koyuncu_network_folds)]
-    t_all = time.perf_counter()
+    # the parts can run as separate processes (--part, one core each) and be assembled afterwards
+    res_dir = Path(args.results)
+    res_dir.mkdir(parents=True, exist_ok=True)
+    parts = ("koyuncu", "jurkat", "sensitivity") if args.part == "all" else (args.part,)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        ks, kinfo = koyuncu(tmp, args.models, net_args)
-        print(ks.to_string(), flush=True)
-        speed = predict_speed(kinfo["model_dir"])
-        print(speed, flush=True)
-        js, jinfo = jurkat(tuple(models), args.epochs, args.jurkat_network_folds)
-        print(js.to_string(), flush=True)
-        sens = sensitivity(cnn_epochs=20 if "cnn" in nets else 0)
-        print(sens.to_string(), flush=True)
+        if "koyuncu" in parts:
+            ks, kinfo = koyuncu(tmp, args.models, net_args)
+            print(ks.to_string(), flush=True)
+            speed = predict_speed(kinfo["model_dir"])
+            print(speed, flush=True)
+            _save(res_dir / "koyuncu.json", {"scores": ks.to_dict("records"), "speed": speed,
+                                            "info": {k: v for k, v in kinfo.items() if k not in ("model_dir", "run")}})
+        if "jurkat" in parts:
+            js, jinfo = jurkat(tuple(models), args.epochs, args.jurkat_network_folds)
+            print(js.to_string(), flush=True)
+            _save(res_dir / "jurkat.json", {"scores": js.to_dict("records"), "ablation": jinfo.pop("ablation").to_dict("records"),
+                                           "info": jinfo})
+        if "sensitivity" in parts:
+            sens = sensitivity(cnn_epochs=20 if "cnn" in nets else 0)
+            print(sens.to_string(), flush=True)
+            _save(res_dir / "sensitivity.json", {"scores": sens.to_dict("records")})
+    if args.part != "all" and not args.assemble:
+        return
+    k, j, se = (json.loads((res_dir / f"{n}.json").read_text()) for n in ("koyuncu", "jurkat", "sensitivity"))
+    ks, kinfo, speed = pd.DataFrame(k["scores"]), k["info"], k["speed"]
+    js, jinfo = pd.DataFrame(j["scores"]), j["info"] | {"ablation": pd.DataFrame(j["ablation"])}
+    sens = pd.DataFrame(se["scores"])
     keep = ["Model", "NucleusBalancedAccuracy", "ImageBalancedAccuracy", "NucleusAccuracy", "FoldsValidated",
             "TrainSeconds"]
     abl = jinfo["ablation"]
     abl = abl[abl["Kind"] != "group only"][["Removed", "Kind", "Features", "Nucleus", "NucleusDrop"]]
-    cmd = " ".join(["python bench/classify.py", *sys.argv[1:]])
-    md = (f"## Classification (SCENMED §8)\n\n{stamp()}\n\n`{cmd}` ({time.perf_counter() - t_all:.0f} s in all).\n\n"
+    cmd = (f"python bench/classify.py --models {args.models} --epochs {args.epochs} --jurkat-network-folds "
+           f"{args.jurkat_network_folds}" + (f" --koyuncu-network-folds {args.koyuncu_network_folds}"
+                                             if args.koyuncu_network_folds else ""))
+    md = (f"## Classification (SCENMED §8)\n\n{stamp()}\n\n`{cmd}` (parts run side by side, one core each).\n\n"
           "Networks: the crop CNN (`classify/cnn.py`: width 8, crops resized to 64 px (Koyuncu) / 48 px "
           f"(Jurkat), Adam 8e-5, batch 32, dropout 0.2) and PatchNet (`classify/patchnet.py`: width 16, "
           f"Adam 1e-3, batch 128; 17 px patches on Koyuncu, {JURKAT_PATCH} px on Jurkat), "

@@ -61,6 +61,37 @@ def nucleus_reference(crops: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return out
 
 
+NORMALIZE = ("image", "nucleus")
+
+
+def image_reference(ref: np.ndarray, images: np.ndarray) -> np.ndarray:
+    """Replace each window's nucleus level by the median level of its image's nuclei.
+
+    With ``normalize="image"`` a nucleus keeps its brightness relative to the other nuclei of its image
+    (twice the DNA after S phase is twice as bright), while exposure and stain differences between
+    images are still removed.
+
+    Parameters
+    ----------
+    ref : (N, 2) float ndarray
+        From :func:`nucleus_reference`.
+    images : (N,) array
+        Image of each window.
+    """
+    out = np.array(ref, np.float32, copy=True)
+    images = np.asarray(images).astype(str)
+    for name in np.unique(images):
+        sel = images == name
+        out[sel, 1] = np.median(ref[sel, 1])
+    return out
+
+
+def check_normalize(normalize: str) -> str:
+    if normalize not in NORMALIZE:
+        raise InputError(f"normalize must be one of {', '.join(NORMALIZE)}, got {normalize!r}")
+    return normalize
+
+
 def apply_reference(windows: np.ndarray, ref: np.ndarray) -> np.ndarray:
     """(windows - background) / (nucleus - background) per window; ``ref`` (N, 2) from
     :func:`nucleus_reference` -> (N, S, S) float32."""

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from .._errors import InputError
-from ._net import (LoopConfig, apply_reference, fit_loop, he_init, load_network, nucleus_reference, predict_logits,
-                   save_network, softmax)
+from ._net import (LoopConfig, apply_reference, check_normalize, fit_loop, he_init, load_network, nucleus_reference,
+                   predict_logits, save_network, softmax)
 
 __all__ = ["CNNClassifier", "VGGNet", "CNN_FORMAT"]
 
@@ -108,6 +108,10 @@ class CNNClassifier:
         Stop a training after this many seconds (the best weights so far are kept).
     use_mask : bool
         Zero the pixels outside the nucleus (neighbours and background cannot be learned).
+    normalize : {"image", "nucleus"}
+        Intensity level crops are divided by: the median nucleus of their image (keeps each nucleus's
+        brightness relative to its neighbours; ``classify train`` passes it as ``reference``) or the
+        crop's own nucleus. Without a ``reference`` the own nucleus is used.
     augment : bool
         Random rotations/flips.
     checkpoint_dir : path, optional
@@ -119,11 +123,13 @@ class CNNClassifier:
     def __init__(self, *, width: int = 8, input_size: int = 64, hidden: int = 128, dropout: float = 0.5,
                  lr: float = 8e-5, batch_size: int = 32, max_epochs: int = 100, patience: int = 20,
                  time_limit_s: float | None = None, use_mask: bool = True, augment: bool = True,
+                 normalize: str = "image",
                  checkpoint_dir: str | os.PathLike | None = None, random_state: int = 0, show_progress: bool = False):
         self.width, self.input_size, self.hidden, self.dropout = int(width), int(input_size), int(hidden), float(dropout)
         self.lr, self.batch_size, self.max_epochs, self.patience = float(lr), int(batch_size), int(max_epochs), int(patience)
         self.time_limit_s = time_limit_s
         self.use_mask, self.augment = bool(use_mask), bool(augment)
+        self.normalize = check_normalize(normalize)
         self.checkpoint_dir, self.random_state, self.show_progress = checkpoint_dir, int(random_state), show_progress
         self.net_: VGGNet | None = None
         self.classes_: np.ndarray | None = None
@@ -131,7 +137,7 @@ class CNNClassifier:
         self.fit_info_: dict = {}
 
     # -- inputs ---------------------------------------------------------------------------------------
-    def _inputs(self, images: np.ndarray, masks: np.ndarray | None) -> np.ndarray:
+    def _inputs(self, images: np.ndarray, masks: np.ndarray | None, reference: np.ndarray | None) -> np.ndarray:
         """(N, S, S) crops + masks -> (N, 2, input_size, input_size) float32 network input."""
         images = np.asarray(images, np.float32)
         if images.ndim != 3 or images.shape[1] != images.shape[2]:
@@ -141,7 +147,10 @@ class CNNClassifier:
         masks = np.asarray(masks, bool)
         if masks.shape != images.shape:
             raise InputError(f"masks {masks.shape} do not match crops {images.shape}")
-        x = apply_reference(images, nucleus_reference(images, masks))
+        ref = nucleus_reference(images, masks) if reference is None else np.asarray(reference, np.float32)
+        if ref.shape != (len(images), 2):
+            raise InputError(f"reference must be (N, 2) (background, level), got {ref.shape}")
+        x = apply_reference(images, ref)
         if self.use_mask:
             x = np.where(masks, x, 0.0).astype(np.float32)
         return np.stack([_resize(x, self.input_size), _resize(masks.astype(np.float32), self.input_size)], axis=1)
@@ -154,11 +163,12 @@ class CNNClassifier:
         return {"width": self.width, "input_size": self.input_size, "hidden": self.hidden, "dropout": self.dropout,
                 "lr": self.lr, "batch_size": self.batch_size, "max_epochs": self.max_epochs,
                 "patience": self.patience, "time_limit_s": self.time_limit_s, "use_mask": self.use_mask,
-                "augment": self.augment, "random_state": self.random_state}
+                "augment": self.augment, "normalize": self.normalize, "random_state": self.random_state}
 
     # -- estimator --------------------------------------------------------------------------------------
     def fit(self, images: np.ndarray, y, *, masks: np.ndarray | None = None, val_images: np.ndarray | None = None,
-            val_y=None, val_masks: np.ndarray | None = None, classes=None) -> CNNClassifier:
+            val_y=None, val_masks: np.ndarray | None = None, classes=None, reference: np.ndarray | None = None,
+            val_reference: np.ndarray | None = None) -> CNNClassifier:
         """Train on crops.
 
         Parameters
@@ -173,16 +183,18 @@ class CNNClassifier:
             Held-out crops for early stopping; ``val_y`` in the same labels as ``y``.
         classes : array, optional
             Every class (default: those in ``y``), so a fold missing one keeps the columns aligned.
+        reference, val_reference : (N, 2) float ndarray, optional
+            Background and level each crop is mapped to 0 and 1 (default: its own nucleus's).
         """
         y = np.asarray(y)
         self.classes_ = np.unique(y if classes is None else np.asarray(classes))
         if len(self.classes_) < 2:
             raise InputError(f"need at least two classes to train, got {list(self.classes_)}")
         yi = np.searchsorted(self.classes_, y)
-        x = self._inputs(images, masks)
+        x = self._inputs(images, masks, reference)
         xv = yv = None
         if val_images is not None and val_y is not None and len(val_y):
-            xv = self._inputs(val_images, val_masks)
+            xv = self._inputs(val_images, val_masks, val_reference)
             yv = np.searchsorted(self.classes_, np.asarray(val_y)).astype(np.int64)
         self.net_ = self._new_net(len(self.classes_))
         ident = self._settings() | {"classes": [str(c) for c in self.classes_], "n": len(y),
@@ -200,18 +212,21 @@ class CNNClassifier:
             raise InputError("the CNN is not trained (call fit or load)")
         return self.net_
 
-    def predict_proba(self, images: np.ndarray, *, masks: np.ndarray | None = None) -> np.ndarray:
+    def predict_proba(self, images: np.ndarray, *, masks: np.ndarray | None = None,
+                      reference: np.ndarray | None = None) -> np.ndarray:
         """(N, K) class probabilities, columns in ``classes_`` order."""
         net = self._check_fitted()
-        return softmax(predict_logits(net, self._inputs(images, masks)))
+        return softmax(predict_logits(net, self._inputs(images, masks, reference)))
 
-    def predict(self, images: np.ndarray, *, masks: np.ndarray | None = None) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(images, masks=masks), axis=1)]
+    def predict(self, images: np.ndarray, *, masks: np.ndarray | None = None,
+                reference: np.ndarray | None = None) -> np.ndarray:
+        return self.classes_[np.argmax(self.predict_proba(images, masks=masks, reference=reference), axis=1)]
 
-    def embed(self, images: np.ndarray, *, masks: np.ndarray | None = None) -> np.ndarray:
+    def embed(self, images: np.ndarray, *, masks: np.ndarray | None = None,
+              reference: np.ndarray | None = None) -> np.ndarray:
         """(N, hidden) activations of the first fully connected layer (for t-SNE)."""
         net = self._check_fitted()
-        x = self._inputs(images, masks)
+        x = self._inputs(images, masks, reference)
         net.eval()
         with torch.inference_mode():
             return np.concatenate([net.embed(torch.from_numpy(x[s : s + 256])).numpy()

@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from .._errors import InputError
-from ._net import (LoopConfig, apply_reference, fit_loop, he_init, load_network, nucleus_reference, predict_logits,
-                   save_network, softmax)
+from ._net import (LoopConfig, apply_reference, check_normalize, fit_loop, he_init, image_reference, load_network,
+                   nucleus_reference, predict_logits, save_network, softmax)
 
 __all__ = ["PatchNetClassifier", "PatchConvNet", "PATCHNET_FORMAT"]
 
@@ -103,6 +103,9 @@ class PatchNetClassifier:
         Random rotations/flips.
     crop_size : int
         Window cut around each nucleus by :meth:`image_heatmap`.
+    normalize : {"image", "nucleus"}
+        Level patches are divided by (as the crop CNN's): the median nucleus of the image or their own
+        nucleus. ``classify train`` passes it as ``reference``; :meth:`image_heatmap` applies it.
     checkpoint_dir : path, optional
     random_state : int
     show_progress : bool
@@ -111,10 +114,12 @@ class PatchNetClassifier:
     def __init__(self, *, patch_size: int = 17, width: int = 16, hidden: int = 64, dropout: float = 0.3,
                  lr: float = 1e-3, batch_size: int = 128, max_epochs: int = 60, patience: int = 20,
                  time_limit_s: float | None = None, augment: bool = True, crop_size: int = 128,
+                 normalize: str = "image",
                  checkpoint_dir: str | os.PathLike | None = None, random_state: int = 0, show_progress: bool = False):
         self.patch_size, self.width, self.hidden, self.dropout = int(patch_size), int(width), int(hidden), float(dropout)
         self.lr, self.batch_size, self.max_epochs, self.patience = float(lr), int(batch_size), int(max_epochs), int(patience)
         self.time_limit_s, self.augment, self.crop_size = time_limit_s, bool(augment), int(crop_size)
+        self.normalize = check_normalize(normalize)
         self.checkpoint_dir, self.random_state, self.show_progress = checkpoint_dir, int(random_state), show_progress
         self.net_: PatchConvNet | None = None
         self.classes_: np.ndarray | None = None
@@ -126,7 +131,7 @@ class PatchNetClassifier:
         return {"patch_size": self.patch_size, "width": self.width, "hidden": self.hidden, "dropout": self.dropout,
                 "lr": self.lr, "batch_size": self.batch_size, "max_epochs": self.max_epochs,
                 "patience": self.patience, "time_limit_s": self.time_limit_s, "augment": self.augment,
-                "crop_size": self.crop_size, "random_state": self.random_state}
+                "crop_size": self.crop_size, "normalize": self.normalize, "random_state": self.random_state}
 
     def _new_net(self, k: int) -> PatchConvNet:
         torch.manual_seed(self.random_state)
@@ -219,13 +224,14 @@ class PatchNetClassifier:
         return u, sums / np.bincount(inv, minlength=len(u))[:, None]
 
     # -- heat-maps ------------------------------------------------------------------------------------
-    def _dense(self, crop: np.ndarray, mask: np.ndarray | None, fn: str) -> np.ndarray:
+    def _dense(self, crop: np.ndarray, mask: np.ndarray | None, fn: str, reference=None) -> np.ndarray:
         net = self._check_fitted()
         crop = np.asarray(crop, np.float32)
         if crop.ndim != 2 or min(crop.shape) < self.patch_size:
             raise InputError(f"a heat-map needs a 2-D window of at least {self.patch_size} px, got {crop.shape}")
         m = np.ones(crop.shape, bool) if mask is None else np.asarray(mask, bool)
-        x = apply_reference(crop[None], nucleus_reference(crop[None], m[None]))[:, None]
+        ref = nucleus_reference(crop[None], m[None]) if reference is None else np.asarray(reference, np.float32)[None]
+        x = apply_reference(crop[None], ref)[:, None]
         with torch.inference_mode():
             net.eval()
             t = torch.from_numpy(x)
@@ -237,7 +243,7 @@ class PatchNetClassifier:
             out[:, ~m] = np.nan
         return out
 
-    def heatmap(self, crop: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    def heatmap(self, crop: np.ndarray, mask: np.ndarray | None = None, reference=None) -> np.ndarray:
         """Global heat-map of one nucleus crop.
 
         Parameters
@@ -245,6 +251,8 @@ class PatchNetClassifier:
         crop : (S, S) float ndarray
         mask : (S, S) bool ndarray, optional
             The nucleus (its level normalises the crop; pixels outside it are NaN).
+        reference : (2,) float, optional
+            Background and level (default: the crop's own nucleus).
 
         Returns
         -------
@@ -252,12 +260,12 @@ class PatchNetClassifier:
             Probability of each class for the patch centred on each pixel; NaN within ``P // 2`` of the
             border and outside ``mask``.
         """
-        return self._dense(crop, mask, "proba")
+        return self._dense(crop, mask, "proba", reference)
 
-    def filter_maps(self, crop: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    def filter_maps(self, crop: np.ndarray, mask: np.ndarray | None = None, reference=None) -> np.ndarray:
         """(filters, S, S) activations of the last convolution for the patch centred on each pixel (NaN as
         :meth:`heatmap`); :attr:`filter_scores_` says which filters mark which class."""
-        return self._dense(crop, mask, "filters")
+        return self._dense(crop, mask, "filters", reference)
 
     def top_filters(self, cls, n: int = 4) -> np.ndarray:
         """Indices of the ``n`` filters most indicative of class ``cls`` (highest Cohen's d)."""
@@ -277,8 +285,8 @@ class PatchNetClassifier:
         Returns
         -------
         (K, Y, X) float32 ndarray
-            Class probabilities at nucleus pixels (each nucleus normalised by its own level, as in
-            training), NaN elsewhere.
+            Class probabilities at nucleus pixels (intensities mapped as in training, ``normalize``),
+            NaN elsewhere.
         """
         from ..features import nucleus_crops
 
@@ -286,8 +294,11 @@ class PatchNetClassifier:
         labels = np.asarray(labels)
         out = np.full((len(self._check_fitted_classes()), *image.shape), np.nan, np.float32)
         c = nucleus_crops(image, labels, size=self.crop_size)
-        for img, m, (y0, x0) in zip(c.images, c.masks, c.origins):
-            hm = self.heatmap(img, m)
+        ref = nucleus_reference(c.images, c.masks)
+        if self.normalize == "image":
+            ref = image_reference(ref, np.zeros(len(ref), int))
+        for img, m, (y0, x0), r in zip(c.images, c.masks, c.origins, ref):
+            hm = self.heatmap(img, m, reference=r)
             ys, xs = np.nonzero(m)
             out[:, ys + y0, xs + x0] = hm[:, ys, xs]
         return out

@@ -189,17 +189,17 @@ def _network(kind: str, config: TrainConfig, tag: str):
     return PatchNetClassifier(**opts)
 
 
-def patch_reference(data: NucleusData, sel: np.ndarray | None = None) -> np.ndarray | None:
-    """(M, 2) background and nucleus level of each patch's nucleus, from the crops (None without crops:
-    PatchNet then normalises each patch by its own mean)."""
-    if data.crops is None or data.patch_row is None:
+def row_reference(data: NucleusData, normalize: str) -> np.ndarray | None:
+    """(N, 2) background and level per table row that the networks map to 0 and 1: each crop's own
+    nucleus, or (``normalize="image"``) the median nucleus of its image. None without crops (PatchNet
+    then divides each patch by its own mean)."""
+    if data.crops is None:
         return None
-    from ._net import nucleus_reference
+    from ._net import image_reference, nucleus_reference
 
     if data._reference is None:
         data._reference = nucleus_reference(data.crops, data.crop_masks)
-    rows = data.patch_row if sel is None else data.patch_row[sel]
-    return data._reference[rows]
+    return image_reference(data._reference, data.images) if normalize == "image" else data._reference
 
 
 def _fit_network(kind: str, data: NucleusData, rows: np.ndarray, config: TrainConfig, tag: str = "final"):
@@ -210,28 +210,32 @@ def _fit_network(kind: str, data: NucleusData, rows: np.ndarray, config: TrainCo
     tr, va = rows[tr_i], rows[va_i]
     m = _network(kind, config, tag)
     log.info("%s %s: %d nuclei to train, %d for early stopping", kind, tag, len(tr), len(va))
+    ref = row_reference(data, m.normalize)
     if kind == "cnn":
-        val = {} if not len(va) else {"val_images": data.crops[va], "val_y": y[va], "val_masks": data.crop_masks[va]}
-        return m.fit(data.crops[tr], y[tr], masks=data.crop_masks[tr], classes=cls, **val)
+        val = {} if not len(va) else {"val_images": data.crops[va], "val_y": y[va], "val_masks": data.crop_masks[va],
+                                      "val_reference": ref[va]}
+        return m.fit(data.crops[tr], y[tr], masks=data.crop_masks[tr], classes=cls, reference=ref[tr], **val)
     in_tr = np.isin(data.patch_row, tr)
     in_va = np.isin(data.patch_row, va)
-    ref_tr, ref_va = patch_reference(data, in_tr), patch_reference(data, in_va)
+    pref = None if ref is None else ref[data.patch_row]
     val = {} if not in_va.any() else {"val_patches": data.patches[in_va], "val_y": y[data.patch_row[in_va]],
-                                      "val_reference": ref_va}
-    return m.fit(data.patches[in_tr], y[data.patch_row[in_tr]], reference=ref_tr, classes=cls, **val)
+                                      "val_reference": None if pref is None else pref[in_va]}
+    return m.fit(data.patches[in_tr], y[data.patch_row[in_tr]], classes=cls,
+                 reference=None if pref is None else pref[in_tr], **val)
 
 
 def network_proba(kind: str, model, data: NucleusData, rows: np.ndarray) -> np.ndarray:
     """(len(rows), K) probabilities of a network for table rows (PatchNet: mean over each nucleus's
     patches; a nucleus without patches gets the uniform distribution)."""
+    ref = row_reference(data, model.normalize)
     if kind == "cnn":
-        return model.predict_proba(data.crops[rows], masks=data.crop_masks[rows])
+        return model.predict_proba(data.crops[rows], masks=data.crop_masks[rows], reference=ref[rows])
     k = len(model.classes_)
     out = np.full((len(rows), k), 1.0 / k)
     sel = np.isin(data.patch_row, rows)
     if sel.any():
-        g, p = model.aggregate(model.predict_proba(data.patches[sel], reference=patch_reference(data, sel)),
-                               data.patch_row[sel])
+        pref = None if ref is None else ref[data.patch_row[sel]]
+        g, p = model.aggregate(model.predict_proba(data.patches[sel], reference=pref), data.patch_row[sel])
         pos = {r: i for i, r in enumerate(rows)}
         for gi, pi in zip(g, p):
             out[pos[int(gi)]] = pi
@@ -323,7 +327,8 @@ def train_all(data: NucleusData, config: TrainConfig, *, show_progress: bool = F
         idx, xy = tsne_embedding(data.X, random_state=config.random_state)
         res.embeddings["features"] = _embedding_frame(data, idx, xy)
         if "cnn" in models:
-            emb = models["cnn"].embed(data.crops, masks=data.crop_masks)
+            emb = models["cnn"].embed(data.crops, masks=data.crop_masks,
+                                      reference=row_reference(data, models["cnn"].normalize))
             idx, xy = tsne_embedding(emb, random_state=config.random_state)
             res.embeddings["cnn"] = _embedding_frame(data, idx, xy)
     return res

@@ -35,6 +35,13 @@ def _models(text: str) -> list[str]:
     return names
 
 
+def _input_size(text: str) -> int:
+    v = _int_at_least(16)(text)
+    if v % 16:
+        raise argparse.ArgumentTypeError(f"must be a multiple of 16 (the CNN pools 4 times), got {v}")
+    return v
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     t = sub.add_parser("train", help="validate and fit classifiers on labelled runs",
@@ -66,12 +73,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--crop-size", type=_window_size, default=128, metavar="PX", help="CNN crop side (default: 128)")
     t.add_argument("--patch-size", type=_window_size, default=17, metavar="PX",
                    help="PatchNet patch side (SCENMED: 11 or 17; default: 17)")
-    t.add_argument("--epochs", type=_int_at_least(1), metavar="N", help="networks: at most N epochs")
+    t.add_argument("--epochs", type=_int_at_least(1), metavar="N", help="networks: at most N epochs (default: CNN 100, PatchNet 60)")
     t.add_argument("--time-limit", type=float, metavar="S", help="networks: stop each training after S seconds")
     t.add_argument("--width", type=_int_at_least(1), metavar="W",
                    help="CNN: filters of the first block (SCENMED: 32; default: 8)")
-    t.add_argument("--input-size", type=_int_at_least(16), metavar="PX",
+    t.add_argument("--input-size", type=_input_size, metavar="PX",
                    help="CNN: side the crops are resized to, a multiple of 16 (default: 64)")
+    t.add_argument("--normalize", choices=["image", "nucleus"], default="image",
+                   help="networks: intensities relative to the image's median nucleus (keeps each nucleus's "
+                        "brightness, e.g. DNA content) or to the nucleus itself (default: %(default)s)")
     t.add_argument("--no-embedding", action="store_true", help="skip the t-SNE embeddings")
     t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -97,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"predicted {len(pred)} nuclei in {len(im)} images -> {args.out}", file=sys.stderr)
         return 0
     net = {k: v for k, v in (("max_epochs", args.epochs), ("time_limit_s", args.time_limit)) if v is not None}
+    net["normalize"] = args.normalize
     cnn = dict(net, show_progress=not args.quiet, **{k: v for k, v in (("width", args.width),
                                                                        ("input_size", args.input_size)) if v})
     config = TrainConfig(models=tuple(args.model), n_folds=args.folds, ablation=args.ablation,

@@ -185,6 +185,9 @@ def _gallery(res, data) -> str:
     pn = res.models.get("patchnet")
     if pn is None or data.crops is None:
         return ""
+    from ..classify.train import row_reference
+
+    ref = row_reference(data, pn.normalize)
     parts = []
     rng = np.random.default_rng(0)
     for k, c in enumerate(res.classes):
@@ -193,8 +196,8 @@ def _gallery(res, data) -> str:
             continue
         pick = np.sort(rng.choice(idx, min(MAX_GALLERY, len(idx)), replace=False))
         top = int(pn.top_filters(c, 1)[0])
-        cm = np.stack([pn.heatmap(data.crops[i], mask=data.crop_masks[i])[k] for i in pick])
-        fm = np.stack([pn.filter_maps(data.crops[i], mask=data.crop_masks[i])[top] for i in pick])
+        cm = np.stack([pn.heatmap(data.crops[i], mask=data.crop_masks[i], reference=ref[i])[k] for i in pick])
+        fm = np.stack([pn.filter_maps(data.crops[i], mask=data.crop_masks[i], reference=ref[i])[top] for i in pick])
         fig = heatmap_gallery_figure(data.crops[pick], data.crop_masks[pick], cm, fm,
                                      f"{c}: P({c}) per patch and filter {top}, the most indicative of {c}")
         parts.append(f"<h3>{_e(c)}</h3>{_img(fig, 'heat-maps ' + c)}")
