@@ -77,7 +77,7 @@ def test_manifest_validates_and_is_the_entry_point():
     from npe2 import PluginManifest
 
     pm = PluginManifest.from_file(MANIFEST)
-    assert {w.display_name for w in pm.contributions.widgets} == {"Segment", "Measure", "Train"}
+    assert {w.display_name for w in pm.contributions.widgets} == {"Segment", "Measure", "Train", "Classify"}
     for c in pm.contributions.commands:  # every command points at a callable that imports
         module, name = c.python_name.split(":")
         assert callable(getattr(__import__(module, fromlist=[name]), name)), c.python_name
@@ -383,3 +383,227 @@ def test_train_cancel_saves_nothing(viewer, qtbot, tmp_path, errors):
     assert "cancelled after" in t.status.text() and errors == []
     assert not (tmp_path / "m" / "nuset.safetensors").exists()
     assert t.train_button.isEnabled()
+
+
+# ---------------------------------------------------------------------------------------------- Classify
+
+
+def _two_class_field(seed: int):
+    """A synthetic image whose left half holds small nuclei and right half large ones, with its truth:
+    (image (192, 384) float32, labels int32, {nucleus: class})."""
+    from nucleoscope.synth import nuclei_field
+
+    a = nuclei_field((192, 192), rng=seed, diameter=(13, 16), artifacts=0, coverage=0.3)
+    b = nuclei_field((192, 192), rng=seed + 100, diameter=(27, 31), artifacts=0, coverage=0.3)
+    la, lb = a.labels.astype(np.int32), b.labels.astype(np.int32)
+    lb = np.where(lb > 0, lb + la.max(), 0)
+    labels = np.concatenate([la, lb], axis=1)
+    truth = {int(i): "small" if i <= la.max() else "large" for i in np.unique(labels) if i}
+    return np.concatenate([a.image, b.image], axis=1).astype(np.float32), labels, truth
+
+
+def _labels_file(path, truths: dict[str, dict[int, str]]):
+    lines = ["ImageName,ObjectNumber,class"]
+    lines += [f"{name},{i},{c}" for name, t in truths.items() for i, c in t.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _colour_matches(layer, colours: dict[str, str], truth: dict[int, str]) -> float:
+    """The fraction of nuclei the ``"<image> classes"`` layer draws in their true class's colour."""
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    hits = [np.allclose(layer.get_color(i)[:3], transform_color(colours[c])[0][:3], atol=0.01)
+            for i, c in truth.items()]
+    return float(np.mean(hits))
+
+
+@pytest.fixture
+def classify_widget(viewer, qtbot):
+    from nucleoscope.napari._classify import ClassifyWidget
+
+    w = ClassifyWidget(viewer)
+    qtbot.addWidget(w)
+    w.features.setCurrentText("shape")
+    return w
+
+
+def test_classify_widget_trains_on_layers_and_colours_nuclei_by_class(viewer, qtbot, tmp_path, errors,
+                                                                      classify_widget):
+    import json
+
+    from nucleoscope.napari._classify import class_colours
+
+    w = classify_widget
+    truths = {}
+    for i in range(3):  # labels only: the widget measures them on their images
+        image, labels, truths[f"f{i}"] = _two_class_field(i)
+        viewer.add_image(image, name=f"f{i}")
+        viewer.add_labels(labels, name=f"f{i} nuclei", metadata={"source_image": f"f{i}"})
+    w.set_layers(["f0 nuclei", "f1 nuclei"])
+    w.class_source.setCurrentText("labels file…")
+    w.labels_file.setText(str(_labels_file(tmp_path / "classes.csv", {k: truths[k] for k in ("f0", "f1")})))
+    w.model.setCurrentText("logreg")
+    w.out.setText(str(tmp_path / "model"))
+    assert w.train() is not None
+    _done(qtbot, w)
+    assert errors == [], errors
+    info = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert info["format"] == "nucleoscope-classifier" and info["classes"] == ["large", "small"]
+    assert info["training"]["layers"] == ["f0 nuclei", "f1 nuclei"] and info["training"]["group_column"] == "images"
+    assert (tmp_path / "model" / "validation" / "oof_logreg.csv").is_file()
+    assert (tmp_path / "model" / "report.html").is_file()
+    assert w.validation_score("logreg") > 0.9
+    assert "logreg: balanced accuracy" in w.score.text() and "grouped by images" in w.score.text()
+    assert len(viewer.layers["f0 nuclei"].features) == len(truths["f0"])  # the measured table joined its layer
+    assert not w.heatmap_row.isVisibleTo(w)  # no PatchNet in this folder
+    # predict the third image, which the model never saw
+    w.target.choose(viewer.layers["f2 nuclei"])
+    assert w.predict() is not None
+    _done(qtbot, w)
+    assert errors == [], errors
+    out = viewer.layers["f2 classes"]
+    assert _colour_matches(out, class_colours(info["classes"]), truths["f2"]) > 0.9
+    feats = viewer.layers["f2 nuclei"].features
+    assert {"Predicted", "P_large", "P_small"} <= set(feats.columns) and len(feats) == len(truths["f2"])
+    assert np.allclose(feats["P_large"] + feats["P_small"], 1.0)
+    truth = feats["ObjectNumber"].map(truths["f2"])
+    assert (feats["Predicted"] == truth).mean() > 0.9
+    legend = [w.legend.item(i).text() for i in range(w.legend.count())]
+    n_large = int((feats["Predicted"] == "large").sum())
+    assert legend == [f"large: {n_large} nuclei", f"small: {len(feats) - n_large} nuclei"]
+
+
+def test_classify_widget_class_column_of_one_image(viewer, qtbot, tmp_path, errors, classify_widget):
+    from nucleoscope.pipeline import measure_labels
+
+    w = classify_widget
+    image, labels, truth = _two_class_field(5)
+    table = measure_labels(image, labels, feature_set="shape")
+    table["Truth"] = table["ObjectNumber"].map(truth)
+    viewer.add_image(image, name="one")
+    viewer.add_labels(labels, name="one nuclei", features=table, metadata={"source_image": "one"})
+    assert [w.layers.item(i).text() for i in range(w.layers.count())] == ["one nuclei"]  # ticked: it has a table
+    assert w.class_source.currentText() == "Truth"  # the table's one non-measurement column
+    w.out.setText(str(tmp_path / "model"))
+    assert w.train() is not None
+    _done(qtbot, w)
+    assert errors == [], errors
+    # one image: the folds cannot be grouped by image; they are by nucleus, and the widget says so
+    assert "grouped by nuclei" in w.score.text()
+    assert w.validation_score() > 0.9
+
+
+def test_classify_widget_on_a_run_folder_predicts_as_classify_predict(viewer, qtbot, tmp_path, errors,
+                                                                     classify_widget):
+    import json
+
+    from nucleoscope.cli import main
+    from nucleoscope.io import write_image, write_labels
+    from nucleoscope.pipeline.classify import predict_runs
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    truths = {}
+    for i in range(3):
+        image, labels, truths[f"f{i}"] = _two_class_field(10 + i)
+        write_image(tmp_path / "img" / f"f{i}.tif", image)
+        write_labels(tmp_path / "lab" / f"f{i}.tif", labels)
+    run = tmp_path / "run"
+    assert main(["measure", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "-o", str(run), "-q",
+                 "--features", "shape"]) == 0
+    _add(viewer, get_reader(str(run))(str(run)))
+    w = classify_widget
+    assert w.runs.text() == str(run.resolve())  # the run folder the reader opened
+    w.source.setCurrentText("run folders")
+    w.class_source.setCurrentText("labels file…")
+    w.labels_file.setText(str(_labels_file(tmp_path / "classes.csv", truths)))
+    w.out.setText(str(tmp_path / "model"))
+    assert w.train() is not None
+    _done(qtbot, w)
+    assert errors == [], errors
+    info = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert info["training"]["runs"] == [str(run.resolve())] and info["training"]["images"] == 3
+    assert w.validation_score() > 0.9
+    # the widget's prediction of f2 = classify predict's on the same run
+    w.target.choose(viewer.layers["f2 nuclei"])
+    assert w.predict() is not None
+    _done(qtbot, w)
+    assert errors == [], errors
+    pred, _ = predict_runs(tmp_path / "model", [run], tmp_path / "pred", keep_flagged=True)
+    ref = pred[pred["ImageName"] == "f2"].set_index("ObjectNumber").sort_index()
+    got = viewer.layers["f2 nuclei"].features.set_index("ObjectNumber").sort_index()
+    assert list(got.index) == list(ref.index) and len(ref) == len(truths["f2"])
+    assert (got["Predicted"] == ref["Predicted"]).all()
+    assert np.allclose(got[["P_large", "P_small"]], ref[["P_large", "P_small"]], rtol=0, atol=1e-12)
+    assert (ref["Predicted"] == ref.index.map(truths["f2"])).mean() > 0.9
+
+
+def test_classify_widget_cancel_writes_no_model(viewer, qtbot, tmp_path, errors, classify_widget):
+    w = classify_widget
+    image, labels, truth = _two_class_field(7)
+    viewer.add_image(image, name="c")
+    viewer.add_labels(labels, name="c nuclei", metadata={"source_image": "c"})
+    w.set_layers(["c nuclei"])
+    w.class_source.setCurrentText("labels file…")
+    w.labels_file.setText(str(_labels_file(tmp_path / "classes.csv", {"c": truth})))
+    w.out.setText(str(tmp_path / "model"))
+    assert w.train() is not None
+    w.cancel()  # honoured at the next step: before training, and long before saving
+    _done(qtbot, w)
+    assert w.status.text() == "cancelled" and errors == []
+    assert not (tmp_path / "model" / "model.json").exists() and w.train_button.isEnabled()
+
+
+def test_classify_widget_errors_are_notifications(viewer, qtbot, tmp_path, errors, classify_widget):
+    w = classify_widget
+    assert w.train() is None and "no Labels layer ticked" in errors[-1]
+    assert w.predict() is None and "no model loaded" in errors[-1]
+    assert w.load_model(tmp_path) is None and "no model.json" in errors[-1]
+    viewer.add_labels(np.zeros((16, 16), np.int32), name="x nuclei")  # no image, no table
+    w.set_layers(["x nuclei"])
+    w.class_source.setCurrentText("labels file…")
+    assert w.train() is None and "choose a labels file" in errors[-1]
+    w.labels_file.setText(str(_labels_file(tmp_path / "c.csv", {"x": {1: "a", 2: "b"}})))
+    assert w.train() is not None
+    _done(qtbot, w)
+    assert "no measurements and no image layer" in errors[-1]
+
+
+def test_classify_widget_patchnet_heatmap(viewer, qtbot, tmp_path, errors, classify_widget):
+    pytest.importorskip("nucleoscope.classify.patchnet")
+    from nucleoscope.cli import main
+    from nucleoscope.io import write_image, write_labels
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    truths = {}
+    for i in range(3):
+        image, labels, truths[f"f{i}"] = _two_class_field(20 + i)
+        write_image(tmp_path / "img" / f"f{i}.tif", image)
+        write_labels(tmp_path / "lab" / f"f{i}.tif", labels)
+    run, model = tmp_path / "run", tmp_path / "model"
+    assert main(["measure", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "-o", str(run), "-q",
+                 "--features", "shape"]) == 0
+    assert main(["classify", "train", str(run), "--labels", str(_labels_file(tmp_path / "c.csv", truths)),
+                 "-o", str(model), "--model", "logreg,patchnet", "--epochs", "5", "--ablation", "none",
+                 "--no-embedding", "--network-folds", "1", "-q"]) == 0
+    _add(viewer, get_reader(str(run))(str(run)))
+    w = classify_widget
+    assert w.load_model(model) is not None
+    assert w.heatmap_row.isVisibleTo(w) and w.heatmap.isChecked()
+    w.target.choose(viewer.layers["f2 nuclei"])
+    w.heatmap_class.setCurrentText("large")
+    assert w.predict() is not None
+    _done(qtbot, w, 300_000)
+    assert errors == [], errors
+    maps, labels = w.maps, np.asarray(viewer.layers["f2 nuclei"].data)
+    assert maps.shape == (2, *labels.shape) and maps.dtype == np.float32
+    assert np.isnan(maps[:, labels == 0]).all() and np.isfinite(maps[:, labels > 0]).all()
+    layer = viewer.layers["f2 heat-map"]
+    assert np.array_equal(layer.data, maps[0], equal_nan=True) and layer.metadata["class"] == "large"
+    large = np.isin(labels, [i for i, c in truths["f2"].items() if c == "large"])
+    small = np.isin(labels, [i for i, c in truths["f2"].items() if c == "small"])
+    assert np.nanmean(maps[0][large]) > np.nanmean(maps[0][small])  # P(large) is higher on large nuclei
+    w.heatmap_class.setCurrentText("small")
+    assert np.array_equal(layer.data, maps[1], equal_nan=True) and layer.metadata["class"] == "small"
