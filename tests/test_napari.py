@@ -158,6 +158,14 @@ def test_samples():
     assert kind == "image" and image.shape == (520, 696) and attrs["metadata"]["saturation"] == 4095
     (image, _, _), (truth, tattrs, tkind) = synthetic_field()
     assert tkind == "labels" and truth.shape == image.shape and truth.max() > 20
+    from nucleoscope.napari._sample import two_class_field
+
+    (image, iattrs, _), (labels, lattrs, _) = two_class_field(3)
+    t = lattrs["features"]
+    assert labels.shape == image.shape == (192, 384) and list(t["ObjectNumber"]) == list(range(1, labels.max() + 1))
+    for cls, half in (("small", labels[:, :192]), ("large", labels[:, 192:])):  # each class fills its half
+        ids = set(t.loc[t["TrueClass"] == cls, "ObjectNumber"])
+        assert len(ids) >= 8 and set(np.unique(half)) - {0} == ids
 
 
 # ---------------------------------------------------------------------------------------------- Segment
@@ -389,17 +397,12 @@ def test_train_cancel_saves_nothing(viewer, qtbot, tmp_path, errors):
 
 
 def _two_class_field(seed: int):
-    """A synthetic image whose left half holds small nuclei and right half large ones, with its truth:
-    (image (192, 384) float32, labels int32, {nucleus: class})."""
-    from nucleoscope.synth import nuclei_field
+    """The two-class sample (small nuclei left, large right): (image, labels, {nucleus: class})."""
+    from nucleoscope.napari._sample import two_class_field
 
-    a = nuclei_field((192, 192), rng=seed, diameter=(13, 16), artifacts=0, coverage=0.3)
-    b = nuclei_field((192, 192), rng=seed + 100, diameter=(27, 31), artifacts=0, coverage=0.3)
-    la, lb = a.labels.astype(np.int32), b.labels.astype(np.int32)
-    lb = np.where(lb > 0, lb + la.max(), 0)
-    labels = np.concatenate([la, lb], axis=1)
-    truth = {int(i): "small" if i <= la.max() else "large" for i in np.unique(labels) if i}
-    return np.concatenate([a.image, b.image], axis=1).astype(np.float32), labels, truth
+    (image, _, _), (labels, attrs, _) = two_class_field(seed)
+    t = attrs["features"]
+    return image, labels, dict(zip(t["ObjectNumber"].astype(int), t["TrueClass"]))
 
 
 def _labels_file(path, truths: dict[str, dict[int, str]]):
@@ -474,17 +477,15 @@ def test_classify_widget_trains_on_layers_and_colours_nuclei_by_class(viewer, qt
     assert legend == [f"large: {n_large} nuclei", f"small: {len(feats) - n_large} nuclei"]
 
 
-def test_classify_widget_class_column_of_one_image(viewer, qtbot, tmp_path, errors, classify_widget):
-    from nucleoscope.pipeline import measure_labels
+def test_classify_widget_trains_on_the_two_class_sample_as_opened(viewer, qtbot, tmp_path, errors, classify_widget):
+    from nucleoscope.napari._sample import two_class_field
 
     w = classify_widget
-    image, labels, truth = _two_class_field(5)
-    table = measure_labels(image, labels, feature_set="shape")
-    table["Truth"] = table["ObjectNumber"].map(truth)
-    viewer.add_image(image, name="one")
-    viewer.add_labels(labels, name="one nuclei", features=table, metadata={"source_image": "one"})
-    assert [w.layers.item(i).text() for i in range(w.layers.count())] == ["one nuclei"]  # ticked: it has a table
-    assert w.class_source.currentText() == "Truth"  # the table's one non-measurement column
+    _add(viewer, two_class_field(5))  # File > Open Sample: the classes are the table's TrueClass column
+    layer = viewer.layers["two_classes_5 nuclei"]
+    truth = dict(zip(layer.features["ObjectNumber"], layer.features["TrueClass"]))
+    w.set_layers([layer.name])
+    assert w.class_source.currentText() == "TrueClass"  # the table's one non-measurement column
     w.out.setText(str(tmp_path / "model"))
     assert w.train() is not None
     _done(qtbot, w)
@@ -492,6 +493,13 @@ def test_classify_widget_class_column_of_one_image(viewer, qtbot, tmp_path, erro
     # one image: the folds cannot be grouped by image; they are by nucleus, and the widget says so
     assert "grouped by nuclei" in w.score.text()
     assert w.validation_score() > 0.9
+    # the layer was measured for the training; its classes stayed with their nuclei
+    feats = layer.features
+    assert "AreaShape_Area" in feats and dict(zip(feats["ObjectNumber"], feats["TrueClass"])) == truth
+    w.target.choose(layer)
+    assert w.predict() is not None
+    _done(qtbot, w)
+    assert (layer.features["Predicted"] == layer.features["TrueClass"]).mean() > 0.9
 
 
 def test_classify_widget_on_a_run_folder_predicts_as_classify_predict(viewer, qtbot, tmp_path, errors,

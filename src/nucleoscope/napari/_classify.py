@@ -103,8 +103,12 @@ class _Nuclei:
             if self.image is None:
                 raise InputError(f"labels {self.layer.name!r} have no measurements and no image layer to measure "
                                  "them on (open the image, or measure with the Measure widget)")
+            old = t
             t = measure_labels(self.image, self.labels, spacing=self.spacing, saturation=self.saturation,
                                feature_set=feature_set)
+            extra = [c for c in old.columns if c not in t.columns and c != "ImageName"]
+            if extra and "ObjectNumber" in old:  # a class column (say) stays with its nuclei
+                t = t.merge(old[["ObjectNumber", *extra]], on="ObjectNumber", how="left")
         t = t.drop(columns=["ImageName"], errors="ignore")
         t.insert(0, "ImageName", self.name)
         return t
@@ -294,6 +298,7 @@ class ClassifyWidget(QWidget):
         self._maps_layer: Image | None = None
         self._checked: dict[str, bool] = {}
         self._labels_file_chosen = False
+        self._watched: set[int] = set()  # ids of the layers whose renames and tables this widget follows
 
         # -- train
         train = QGroupBox("Train")
@@ -416,10 +421,10 @@ class ClassifyWidget(QWidget):
         self.layers.blockSignals(True)
         self.layers.clear()
         for la in self._candidates():
-            if not getattr(la, "_nucleoscope_watched", False):
+            if id(la) not in self._watched:  # follow renames and new tables
                 la.events.features.connect(self._refresh_choices)
                 la.events.name.connect(self._refresh_layers)
-                la._nucleoscope_watched = True
+                self._watched.add(id(la))
             item = QListWidgetItem(la.name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
             ticked = self._checked.get(la.name, bool(feature_columns_of(pd.DataFrame(la.features))))
@@ -592,8 +597,8 @@ class ClassifyWidget(QWidget):
             lines.append(s)
         self.score.setText(f"validation ({info['folds']} folds grouped by {groups}, "
                            f"{info['training']['nuclei']} nuclei):\n" + "\n".join(lines) + f"\nchosen: {info['best']}")
-        self.status.setText(f"model folder written: {out}")
-        self.load_model(out)
+        if self.load_model(out) is not None:
+            self.status.setText(f"model folder written: {out} (loaded for Predict)")
         self.trained.emit(info)
 
     def validation_score(self, model: str | None = None, level: str = "nucleus") -> float:
