@@ -427,7 +427,8 @@ class ClassifyWidget(QWidget):
                 self._watched.add(id(la))
             item = QListWidgetItem(la.name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            ticked = self._checked.get(la.name, bool(feature_columns_of(pd.DataFrame(la.features))))
+            # a layer is ticked when first listed if it has a table; after that, as the user left it
+            ticked = self._checked.setdefault(la.name, bool(feature_columns_of(pd.DataFrame(la.features))))
             item.setCheckState(Qt.CheckState.Checked if ticked else Qt.CheckState.Unchecked)
             self.layers.addItem(item)
         self.layers.blockSignals(False)
@@ -441,6 +442,7 @@ class ClassifyWidget(QWidget):
         """Tick exactly the Labels layers ``names`` for training."""
         for i in range(self.layers.count()):
             item = self.layers.item(i)
+            self._checked[item.text()] = item.text() in names
             item.setCheckState(Qt.CheckState.Checked if item.text() in names else Qt.CheckState.Unchecked)
 
     def chosen_layers(self) -> list[Labels]:
@@ -591,7 +593,8 @@ class ClassifyWidget(QWidget):
         for name in [*info["models"], "area_only"]:
             if name not in v:
                 continue
-            s = f"{name}: balanced accuracy {v[name]['nucleus']['balanced_accuracy']:.3f} per nucleus"
+            label = "area only (the baseline)" if name == "area_only" else name
+            s = f"{label}: balanced accuracy {v[name]['nucleus']['balanced_accuracy']:.3f} per nucleus"
             if v[name].get("image"):
                 s += f", {v[name]['image']['balanced_accuracy']:.3f} per image"
             lines.append(s)
