@@ -243,6 +243,44 @@ def test_segment_cancel_discards_the_result(viewer, qtbot, errors):
     assert w.status.text() == "cancelled" and w.run_button.isEnabled() and errors == []
 
 
+def _tiled_image() -> np.ndarray:
+    return np.tile(bbbc039_field()[0][0], (2, 2))[:1024, :1024].copy()
+
+
+def test_segment_progress_counts_tiles_and_steps(viewer, qtbot, errors):
+    viewer.add_image(_tiled_image(), name="tiled")
+    w = SegmentWidget(viewer)
+    qtbot.addWidget(w)
+    w.method.setCurrentText("otsu")
+    w.tile.setValue(384)
+    _segment(qtbot, w)
+    assert errors == []
+    steps = w.steps
+    n = steps[-1][1] - 2  # the tiles, then QC and measuring
+    assert n >= 9 and steps[-1] == (n + 2, n + 2, "done")
+    tiles = [s for s in steps if s[2].startswith("segmenting: tile")]
+    assert [d for d, _, _ in tiles] == list(range(1, n + 1)) and {t for _, t, _ in tiles} == {n + 2}
+    assert [s[2] for s in steps[-3:]] == ["quality control", "measuring", "done"]
+    assert w.progress.maximum() == 1 and w.progress.value() == 1
+    assert viewer.layers["tiled nuclei"].metadata["method"] == "otsu"
+
+
+def test_segment_cancel_stops_between_tiles(viewer, qtbot, errors):
+    viewer.add_image(_tiled_image(), name="tiled")
+    w = SegmentWidget(viewer)
+    qtbot.addWidget(w)
+    w.method.setCurrentText("otsu")
+    w.tile.setValue(256)
+    w._relay.step.connect(lambda done, total, step: w.cancel() if step == "segmenting: tile 2 of " + str(total - 2)
+                          else None)
+    assert w.run() is not None
+    _done(qtbot, w)
+    assert w.status.text() == "cancelled" and errors == [] and "tiled nuclei" not in viewer.layers
+    done, total, _ = w.steps[-1]
+    assert total - 2 >= 25 and done < (total - 2) // 2  # stopped within a few tiles, long before the end
+    assert not any(s[2] == "measuring" for s in w.steps) and w.run_button.isEnabled()
+
+
 def test_layer_boxes_follow_the_viewer(viewer, qtbot):
     from nucleoscope.napari._measure import MeasureWidget
 
