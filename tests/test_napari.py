@@ -611,9 +611,17 @@ def test_classify_widget_errors_are_notifications(viewer, qtbot, tmp_path, error
     w.class_source.setCurrentText("labels file…")
     assert w.train() is None and "choose a labels file" in errors[-1]
     w.labels_file.setText(str(_labels_file(tmp_path / "c.csv", {"x": {1: "a", 2: "b"}})))
+    (tmp_path / "afile").write_text("")
+    w.out.setText(str(tmp_path / "afile"))
+    assert w.train() is not None
+    _done(qtbot, w)
+    assert "is a file" in errors[-1]  # the model folder is checked before any work
+    w.out.setText(str(tmp_path / "m"))
     assert w.train() is not None
     _done(qtbot, w)
     assert "no measurements and no image layer" in errors[-1]
+    w.source.setCurrentText("run folders")
+    assert w.train() is None and "no run folder" in errors[-1]
 
 
 def test_classify_widget_patchnet_heatmap(viewer, qtbot, tmp_path, errors, classify_widget):

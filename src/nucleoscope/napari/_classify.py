@@ -38,8 +38,8 @@ from ..classify.linear import MODEL_KINDS
 from ..classify.table import feature_columns_of, feature_matrix
 from ..classify.train import NucleusData, TrainConfig, train_all
 from ..pipeline import measure_labels
-from ..pipeline.classify import (load_model, load_nuclei, model_name, predict_proba, prediction_table, save_model,
-                                 training_provenance)
+from ..pipeline.classify import (load_model, load_nuclei, model_name, output_folder, predict_proba,
+                                 prediction_table, save_model, training_provenance)
 from ._common import FLAGGED_SUFFIX, LABELS_SUFFIX, LayerChoice, image_array, layer_spacing, report_error
 
 log = logging.getLogger(__name__)
@@ -202,6 +202,7 @@ def _train_job(nuclei: list[_Nuclei], run_dirs: list[str], *, feature_set: str, 
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
     measured: dict[str, pd.DataFrame] = {}
+    output_folder(out, "model.json")  # writable, before any work
     if run_dirs:  # classify train's own reading of the runs
         yield ("reading the runs", 0, steps)
         group_column = None if group in (_AUTO, _IMAGES) else group
@@ -294,6 +295,8 @@ class ClassifyWidget(QWidget):
         self.worker: Any = None
         self.info: dict | None = None  # the loaded model folder's model.json
         self.model_dir: str | None = None
+        #: the loaded folder holds a PatchNet and classify.patchnet imports: the heat-map option is shown
+        self.has_patchnet = False
         self.maps: np.ndarray | None = None  # the last heat-maps (K, Y, X)
         self._maps_layer: Image | None = None
         self._checked: dict[str, bool] = {}
@@ -560,6 +563,9 @@ class ClassifyWidget(QWidget):
                     raise InputError("no run folder: open one with File > Open (a nucleoscope run output folder)")
                 if self.class_source.currentText() != _LABELS_FILE:
                     raise InputError("training on run folders takes the classes from a labels file")
+                if self.groups.currentText() == _NUCLEI:
+                    raise InputError("run folders are validated grouped by image (or by a column of the labels "
+                                     "file, named in the labels file); choose auto or images")
             else:
                 chosen = self.chosen_layers()
                 if not chosen:
@@ -626,7 +632,7 @@ class ClassifyWidget(QWidget):
             self.predict_model.addItem(name)
         if info["best"] in info["loaded"]:
             self.predict_model.setCurrentText(info["best"])
-        has_patchnet = "patchnet" in info.get("networks", {}) and patchnet_available()
+        has_patchnet = self.has_patchnet = "patchnet" in info.get("networks", {}) and patchnet_available()
         self.heatmap_row.setVisible(has_patchnet)
         self.heatmap.setEnabled(has_patchnet)
         self.heatmap.setChecked(has_patchnet)
@@ -656,7 +662,7 @@ class ClassifyWidget(QWidget):
         except Exception as exc:  # noqa: BLE001 - shown to the user
             self.status.setText(report_error("Predict", exc))
             return None
-        heat = self.heatmap.isEnabled() and self.heatmap.isChecked() and self.heatmap_row.isVisible()
+        heat = self.has_patchnet and self.heatmap.isChecked()
         worker = self._start(_predict_job, "Predict", lambda r, n=nuclei: self._on_predicted(n, *r), nuclei,
                              self.info, self.model_dir, name, feature_set=self.features.currentText(), heatmap=heat)
         self.status.setText(f"predicting {layer.name} with {name} …")

@@ -36,8 +36,9 @@ from ..classify.table import feature_matrix
 from ..classify.train import NETWORK_MODELS, NucleusData, TrainConfig, TrainResult, network_proba, train_all
 from ..classify.validation import image_means
 
-__all__ = ["read_runs", "load_nuclei", "train_classifier", "training_provenance", "save_model", "load_model",
-           "model_name", "predict_proba", "prediction_table", "predict_runs", "MODEL_FORMAT", "DEFAULT_CROP", "DEFAULT_PATCH"]
+__all__ = ["read_runs", "load_nuclei", "train_classifier", "training_provenance", "output_folder", "save_model",
+           "load_model", "model_name", "predict_proba", "prediction_table", "predict_runs", "MODEL_FORMAT",
+           "DEFAULT_CROP", "DEFAULT_PATCH"]
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ def load_nuclei(run_dirs: Sequence[str | os.PathLike], *, labels: str | os.PathL
 
 
 # -- training ----------------------------------------------------------------------------------------
-def _output_folder(out: str | os.PathLike, first: str) -> Path:
+def output_folder(out: str | os.PathLike, first: str) -> Path:
     """The output folder, checked writable before any work (a file of that name is an error)."""
     if Path(out).is_file():
         raise InputError("is a file; -o names the output folder", path=out)
@@ -246,7 +247,7 @@ def train_classifier(run_dirs: Sequence[str | os.PathLike], labels: str | os.Pat
     -------
     TrainResult
     """
-    out = _output_folder(out, "model.json")
+    out = output_folder(out, "model.json")
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
     nets = [m for m in config.models if m in NETWORK_MODELS]
@@ -301,7 +302,7 @@ def save_model(out: str | os.PathLike, res: TrainResult, data: NucleusData, conf
     dict
         The content of ``model.json``.
     """
-    out = _output_folder(out, "model.json")
+    out = output_folder(out, "model.json")
     started = started or _dt.datetime.now(_dt.timezone.utc)
     seconds = float(sum(res.seconds.values()) if seconds is None else seconds)
     nets = [m for m in config.models if m in NETWORK_MODELS]
@@ -414,7 +415,7 @@ def predict_runs(model_dir: str | os.PathLike, run_dirs: Sequence[str | os.PathL
     predictions, image_predictions : pandas.DataFrame
     """
     model_dir = Path(model_dir)
-    out = _output_folder(out, "predictions.csv")
+    out = output_folder(out, "predictions.csv")
     info = load_model(model_dir)
     name = model_name(info, model, model_dir)
     classes = list(info["classes"])
