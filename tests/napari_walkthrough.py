@@ -187,7 +187,7 @@ def classify_step(viewer, out: Path) -> dict:
     work = Path(tempfile.mkdtemp(prefix="nucleoscope-walkthrough-classify-"))
     lines = ["ImageName,ObjectNumber,class"] + [f"{n},{i},{c}" for n in names[:2] for i, c in truths[n].items()]
     (work / "classes.csv").write_text("\n".join(lines) + "\n")
-    cdock, cls = viewer.window.add_plugin_dock_widget("nucleoscope", "Classify")
+    _, cls = viewer.window.add_plugin_dock_widget("nucleoscope", "Classify")
     cls.set_layers([f"{n} nuclei" for n in names[:2]])
     cls.class_source.setCurrentText("labels file…")
     cls.labels_file.setText(str(work / "classes.csv"))

@@ -160,7 +160,7 @@ def test_samples():
     assert tkind == "labels" and truth.shape == image.shape and truth.max() > 20
     from nucleoscope.napari._sample import two_class_field
 
-    (image, iattrs, _), (labels, lattrs, _) = two_class_field(3)
+    (image, _, _), (labels, lattrs, _) = two_class_field(3)
     t = lattrs["features"]
     assert labels.shape == image.shape == (192, 384) and list(t["ObjectNumber"]) == list(range(1, labels.max() + 1))
     for cls, half in (("small", labels[:, :192]), ("large", labels[:, 192:])):  # each class fills its half
