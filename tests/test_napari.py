@@ -538,6 +538,13 @@ def test_classify_widget_trains_on_the_two_class_sample_as_opened(viewer, qtbot,
     assert w.predict() is not None
     _done(qtbot, w)
     assert (layer.features["Predicted"] == layer.features["TrueClass"]).mean() > 0.9
+    # a nucleus erased with the brush: the table no longer fits the labels, so it is measured again
+    layer.data = np.where(layer.data == 1, 0, layer.data)
+    assert w.predict() is not None
+    _done(qtbot, w)
+    assert errors == [], errors
+    assert list(layer.features["ObjectNumber"]) == sorted(set(truth) - {1})
+    assert (layer.features["Predicted"] == layer.features["TrueClass"]).mean() > 0.9
 
 
 def test_classify_widget_on_a_run_folder_predicts_as_classify_predict(viewer, qtbot, tmp_path, errors,

@@ -96,10 +96,13 @@ class _Nuclei:
     saturation: float | None
 
     def measured(self, feature_set: str, columns: list[str] | None = None) -> pd.DataFrame:
-        """The table with ``ImageName``; measured now when it has no measurements (or lacks ``columns``)."""
+        """The table with ``ImageName``; measured now when it has no measurements, lacks ``columns``, or
+        is not the table of these labels any more (nuclei painted or erased since it was made)."""
         t = self.table
         missing = not feature_columns_of(t) if columns is None else any(c not in t for c in columns)
-        if missing or "ObjectNumber" not in t:
+        stale = "ObjectNumber" not in t or not np.array_equal(
+            np.sort(t["ObjectNumber"].to_numpy(dtype=np.int64)), np.unique(self.labels[self.labels > 0]))
+        if missing or stale:
             if self.image is None:
                 raise InputError(f"labels {self.layer.name!r} have no measurements and no image layer to measure "
                                  "them on (open the image, or measure with the Measure widget)")
