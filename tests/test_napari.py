@@ -513,6 +513,13 @@ def test_classify_widget_trains_on_layers_and_colours_nuclei_by_class(viewer, qt
     legend = [w.legend.item(i).text() for i in range(w.legend.count())]
     n_large = int((feats["Predicted"] == "large").sum())
     assert legend == [f"large: {n_large} nuclei", f"small: {len(feats) - n_large} nuclei"]
+    # the result layer is neither offered for training nor picked by default for the next prediction
+    from nucleoscope.napari._classify import ClassifyWidget
+
+    again = ClassifyWidget(viewer)
+    qtbot.addWidget(again)
+    assert again.target.currentText() == "f2 nuclei"
+    assert "f2 classes" not in [again.layers.item(i).text() for i in range(again.layers.count())]
 
 
 def test_classify_widget_trains_on_the_two_class_sample_as_opened(viewer, qtbot, tmp_path, errors, classify_widget):

@@ -374,7 +374,7 @@ class ClassifyWidget(QWidget):
         pf.addRow("model folder", mrow)
         self.predict_model = QComboBox()
         pf.addRow("model", self.predict_model)
-        self.target = LayerChoice(napari_viewer, Labels)
+        self.target = LayerChoice(napari_viewer, Labels, exclude=(FLAGGED_SUFFIX, PREDICTED_SUFFIX))
         pf.addRow("labels", self.target)
         self.heatmap = QCheckBox("PatchNet heat-map of")
         self.heatmap_class = QComboBox()
@@ -428,13 +428,13 @@ class ClassifyWidget(QWidget):
         self.layers.clear()
         for la in self._candidates():
             if id(la) not in self._watched:  # follow renames and new tables
-                la.events.features.connect(self._refresh_choices)
+                la.events.features.connect(self._refresh_layers)
                 la.events.name.connect(self._refresh_layers)
                 self._watched.add(id(la))
             item = QListWidgetItem(la.name)
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            # a layer is ticked when first listed if it has a table; after that, as the user left it
-            ticked = self._checked.setdefault(la.name, bool(feature_columns_of(pd.DataFrame(la.features))))
+            # as the user ticked it; else ticked when it has a table (measured since, say)
+            ticked = self._checked.get(la.name, bool(feature_columns_of(pd.DataFrame(la.features))))
             item.setCheckState(Qt.CheckState.Checked if ticked else Qt.CheckState.Unchecked)
             self.layers.addItem(item)
         self.layers.blockSignals(False)
