@@ -638,10 +638,12 @@ def test_classify_widget_errors_are_notifications(viewer, qtbot, tmp_path, error
     assert w.train() is None and "no run folder" in errors[-1]
 
 
-def test_classify_widget_patchnet_heatmap(viewer, qtbot, tmp_path, errors, classify_widget):
+def test_classify_widget_patchnet_heatmap_and_prediction(viewer, qtbot, tmp_path, errors, classify_widget):
     pytest.importorskip("nucleoscope.classify.patchnet")
+    from nucleoscope.classify.patchnet import PatchNetClassifier
     from nucleoscope.cli import main
     from nucleoscope.io import write_image, write_labels
+    from nucleoscope.pipeline.classify import predict_runs
 
     (tmp_path / "img").mkdir()
     (tmp_path / "lab").mkdir()
@@ -653,25 +655,38 @@ def test_classify_widget_patchnet_heatmap(viewer, qtbot, tmp_path, errors, class
     run, model = tmp_path / "run", tmp_path / "model"
     assert main(["measure", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "-o", str(run), "-q",
                  "--features", "shape"]) == 0
+    # one epoch: this test checks what the widget shows against PatchNet itself, not how well it learns
     assert main(["classify", "train", str(run), "--labels", str(_labels_file(tmp_path / "c.csv", truths)),
-                 "-o", str(model), "--model", "logreg,patchnet", "--epochs", "5", "--ablation", "none",
+                 "-o", str(model), "--model", "logreg,patchnet", "--epochs", "1", "--ablation", "none",
                  "--no-embedding", "--network-folds", "1", "-q"]) == 0
     _add(viewer, get_reader(str(run))(str(run)))
     w = classify_widget
     assert w.load_model(model) is not None
     assert w.heatmap_row.isVisibleTo(w) and w.heatmap.isChecked()
+    assert "patchnet" in [w.predict_model.itemText(i) for i in range(w.predict_model.count())]
     w.target.choose(viewer.layers["f2 nuclei"])
+    w.predict_model.setCurrentText("patchnet")
     w.heatmap_class.setCurrentText("large")
     assert w.predict() is not None
     _done(qtbot, w, 300_000)
     assert errors == [], errors
-    maps, labels = w.maps, np.asarray(viewer.layers["f2 nuclei"].data)
+    labels = np.asarray(viewer.layers["f2 nuclei"].data)
+    maps = w.maps
     assert maps.shape == (2, *labels.shape) and maps.dtype == np.float32
-    assert np.isnan(maps[:, labels == 0]).all() and np.isfinite(maps[:, labels > 0]).all()
+    assert np.isnan(maps[:, labels == 0]).all()
+    inside = np.isfinite(maps[0]) & (labels > 0)
+    assert inside.mean() > 0.5 * (labels > 0).mean() and np.allclose(maps[:, inside].sum(axis=0), 1.0, atol=1e-4)
+    image = np.asarray(viewer.layers["f2"].data, np.float32)
+    direct = PatchNetClassifier.load(model / "patchnet").image_heatmap(image, labels)
+    assert np.allclose(maps, direct, equal_nan=True)  # what PatchNet computes, shown as it is
     layer = viewer.layers["f2 heat-map"]
     assert np.array_equal(layer.data, maps[0], equal_nan=True) and layer.metadata["class"] == "large"
-    large = np.isin(labels, [i for i, c in truths["f2"].items() if c == "large"])
-    small = np.isin(labels, [i for i, c in truths["f2"].items() if c == "small"])
-    assert np.nanmean(maps[0][large]) > np.nanmean(maps[0][small])  # P(large) is higher on large nuclei
     w.heatmap_class.setCurrentText("small")
     assert np.array_equal(layer.data, maps[1], equal_nan=True) and layer.metadata["class"] == "small"
+    # the PatchNet's per-nucleus prediction in the widget = classify predict --model patchnet
+    pred, _ = predict_runs(model, [run], tmp_path / "pred", model="patchnet", keep_flagged=True)
+    ref = pred[pred["ImageName"] == "f2"].set_index("ObjectNumber").sort_index()
+    got = viewer.layers["f2 nuclei"].features.dropna(subset=["Predicted"]).set_index("ObjectNumber").sort_index()
+    assert list(got.index) == list(ref.index) and len(ref) > 0.9 * len(truths["f2"])
+    assert (got["Predicted"] == ref["Predicted"]).all()
+    assert np.allclose(got[["P_large", "P_small"]], ref[["P_large", "P_small"]], rtol=0, atol=1e-6)

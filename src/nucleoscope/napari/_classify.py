@@ -38,13 +38,14 @@ from ..classify.linear import MODEL_KINDS
 from ..classify.table import feature_columns_of, feature_matrix
 from ..classify.train import NucleusData, TrainConfig, train_all
 from ..pipeline import measure_labels
-from ..pipeline.classify import (load_model, load_nuclei, model_name, output_folder, predict_proba,
+from ..pipeline.classify import (image_nuclei, load_model, load_nuclei, model_name, output_folder, predict_proba,
                                  prediction_table, save_model, training_provenance)
 from ._common import FLAGGED_SUFFIX, LABELS_SUFFIX, LayerChoice, image_array, layer_spacing, report_error
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ClassifyWidget", "PREDICTED_SUFFIX", "HEATMAP_SUFFIX", "class_colours", "patchnet_available"]
+__all__ = ["ClassifyWidget", "PREDICTED_SUFFIX", "HEATMAP_SUFFIX", "class_colours", "labelled_nuclei",
+           "network_available", "patchnet_available"]
 
 #: the predicted classes of the nuclei of image ``NAME`` are the Labels layer ``"NAME classes"``
 PREDICTED_SUFFIX = " classes"
@@ -66,13 +67,20 @@ def class_colours(classes: list[str]) -> dict[str, str]:
     return {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(classes)}
 
 
-def patchnet_available() -> bool:
-    """Whether :mod:`nucleoscope.classify.patchnet` (PatchNet and its heat-maps) imports here."""
+def network_available(kind: str) -> bool:
+    """Whether :mod:`nucleoscope.classify.cnn` / ``.patchnet`` (``kind``) imports here (torch included)."""
+    import importlib
+
     try:
-        from ..classify import patchnet  # noqa: F401
+        importlib.import_module(f"nucleoscope.classify.{kind}")
     except Exception:  # noqa: BLE001 - not installed yet, or its torch is missing: the option is hidden
         return False
     return True
+
+
+def patchnet_available() -> bool:
+    """Whether :mod:`nucleoscope.classify.patchnet` (PatchNet and its heat-maps) imports here."""
+    return network_available("patchnet")
 
 
 def image_name(layer: Labels) -> str:
@@ -239,8 +247,12 @@ def _predict_job(n: _Nuclei, info: dict, model_dir: str, name: str, *, feature_s
     steps = 3 if heatmap else 2
     yield ("measuring", 0, steps)
     table = n.measured(feature_set, info["feature_columns"])
-    X, cols = feature_matrix(table, info["feature_columns"])  # names the missing columns
-    data = NucleusData(table.assign(Class="", Group=table["ImageName"]), X, cols)
+    net = info.get("networks", {}).get(name) or {}
+    if net and n.image is None:
+        raise InputError(f"the {name} model predicts from the image of {n.layer.name!r}: open {n.name!r}")
+    # the windows predict_runs attaches for this model (none for a feature model)
+    data = image_nuclei(table, n.image, n.labels, columns=info["feature_columns"],  # names missing columns
+                        crops=net.get("crop_size") or 0, patches=net.get("patch_size") or 0, saturation=n.saturation)
     yield ("predicting", 1, steps)
     pred = prediction_table(data.table, predict_proba(info, model_dir, name, data), info["classes"])
     maps = None
@@ -631,9 +643,10 @@ class ClassifyWidget(QWidget):
         self.info, self.model_dir = info, str(folder)
         self.model_folder.setText(str(folder))
         self.predict_model.clear()
-        for name in info["loaded"]:  # the feature models (networks predict from crops: `classify predict`)
+        nets = [k for k in info.get("networks", {}) if network_available(k)]
+        for name in [*info["loaded"], *nets]:  # networks where their module (and torch) imports
             self.predict_model.addItem(name)
-        if info["best"] in info["loaded"]:
+        if self.predict_model.findText(info["best"]) >= 0:
             self.predict_model.setCurrentText(info["best"])
         has_patchnet = self.has_patchnet = "patchnet" in info.get("networks", {}) and patchnet_available()
         self.heatmap_row.setVisible(has_patchnet)
@@ -658,9 +671,9 @@ class ClassifyWidget(QWidget):
             if layer is None:
                 raise InputError("no Labels layer to predict: segment or open an image first")
             name = model_name(self.info, self.predict_model.currentText() or None, self.model_dir)
-            if name not in self.info["loaded"]:
-                raise InputError(f"the widget predicts with the feature models; use `nucleoscope classify "
-                                 f"predict --model {name}` for the network")
+            if name not in self.info["loaded"] and not network_available(name):
+                raise InputError(f"the {name} model needs nucleoscope.classify.{name} (and torch), which do not "
+                                 "import here")
             nuclei = _copy_nuclei(self.viewer, layer)
         except Exception as exc:  # noqa: BLE001 - shown to the user
             self.status.setText(report_error("Predict", exc))

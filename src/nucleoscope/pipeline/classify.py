@@ -36,9 +36,9 @@ from ..classify.table import feature_matrix
 from ..classify.train import NETWORK_MODELS, NucleusData, TrainConfig, TrainResult, network_proba, train_all
 from ..classify.validation import image_means
 
-__all__ = ["read_runs", "load_nuclei", "train_classifier", "training_provenance", "output_folder", "save_model",
-           "load_model", "model_name", "predict_proba", "prediction_table", "predict_runs", "MODEL_FORMAT",
-           "DEFAULT_CROP", "DEFAULT_PATCH"]
+__all__ = ["read_runs", "load_nuclei", "image_nuclei", "train_classifier", "training_provenance", "output_folder",
+           "save_model", "load_model", "model_name", "predict_proba", "prediction_table", "predict_runs",
+           "MODEL_FORMAT", "DEFAULT_CROP", "DEFAULT_PATCH"]
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,15 @@ def _labels_path(run_dir: Path, rec: pd.Series) -> Path:
     raise InputError(f"no label image for {rec['ImageName']!r}", path=run_dir)
 
 
+def _cut_windows(image: np.ndarray, labels: np.ndarray, kind: str, size: int, *, saturation: float | None = None):
+    """The crops (one per nucleus) or patches (stride half their side) of one image's nuclei."""
+    from ..features import nucleus_crops, nucleus_patches
+
+    if kind == "crops":
+        return nucleus_crops(image, labels, size=size)
+    return nucleus_patches(image, labels, size=size, stride=max(size // 2, 1), saturation=saturation)
+
+
 def _windows_of_run(run_dir: Path, names: set[str], kind: str, size: int) -> dict[str, Any]:
     """Crops or patches of a run's images: from its HDF5 file when the size matches, else cut now."""
     from ..io.hdf5 import read_crops_h5
@@ -124,8 +133,6 @@ def _windows_of_run(run_dir: Path, names: set[str], kind: str, size: int) -> dic
             keep = np.isin(img_names, list(names))
             return {"images": np.asarray(d["images"])[keep], "masks": np.asarray(d["masks"])[keep].astype(bool),
                     "image": img_names[keep], "object": np.asarray(d["object_number"])[keep]}
-    from ..features import nucleus_crops, nucleus_patches
-
     info = _run_json(run_dir)
     params = info.get("parameters", {})
     recs = io.read_table(run_dir / "images.csv", dtype={"ImageName": str})
@@ -134,8 +141,7 @@ def _windows_of_run(run_dir: Path, names: set[str], kind: str, size: int) -> dic
     for _, r in recs.iterrows():
         img = io.read_image(_image_path(run_dir, r, info), channel=params.get("channel"), plane=params.get("plane"))
         labels = io.read_labels(_labels_path(run_dir, r))
-        w = (nucleus_crops(img.data, labels, size=size) if kind == "crops" else
-             nucleus_patches(img.data, labels, size=size, stride=max(size // 2, 1), saturation=img.saturation))
+        w = _cut_windows(img.data, labels, kind, size, saturation=img.saturation)
         parts["images"].append(w.images)
         parts["masks"].append(w.masks)
         parts["image"].append(np.full(len(w), str(r["ImageName"]), dtype=object))
@@ -205,6 +211,54 @@ def load_nuclei(run_dirs: Sequence[str | os.PathLike], *, labels: str | os.PathL
     if patches:
         im, _, rows = _attach_windows(data.table, run_of, "patches", patches)
         data.patches, data.patch_row = im, rows
+    return data
+
+
+def image_nuclei(table: pd.DataFrame, image: np.ndarray, labels: np.ndarray, *, columns: Sequence[str],
+                 crops: int = 0, patches: int = 0, saturation: float | None = None) -> NucleusData:
+    """One image's nuclei as :class:`~nucleoscope.classify.train.NucleusData` to predict, with crops
+    and patches cut as :func:`predict_runs` cuts them from a run's images.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The image's nuclei table (``ImageName``, ``ObjectNumber``, measurements).
+    image, labels : (Y, X) ndarray
+        The image (as acquired) and its labels.
+    columns : sequence of str
+        The model's feature columns.
+    crops, patches : int
+        Side of the crops / patches to attach (0: none).
+    saturation : float, optional
+        Detector full scale (patches of saturated pixels are left out).
+
+    Raises
+    ------
+    InputError
+        A feature column is missing (named).
+    """
+    table = table.reset_index(drop=True)
+    X, cols = feature_matrix(table, columns)
+    data = NucleusData(table.assign(Class="", Group=table["ImageName"].astype(str)), X, cols)
+
+    def rows_of(w) -> np.ndarray:
+        row = {int(o): i for i, o in enumerate(data.table["ObjectNumber"])}
+        return np.array([row.get(int(o), -1) for o in w.object_numbers], dtype=np.int64)
+
+    if crops:
+        w = _cut_windows(image, labels, "crops", crops, saturation=saturation)
+        r = rows_of(w)
+        ok = np.flatnonzero(r >= 0)
+        ok = ok[np.argsort(r[ok], kind="stable")]
+        rows = r[ok]
+        if len(rows) < len(data.table):
+            log.warning("%d nuclei have no crop and are left out", len(data.table) - len(rows))
+        data = NucleusData(data.table.iloc[rows].reset_index(drop=True), X[rows], cols, w.images[ok],
+                           w.masks[ok].astype(bool))
+    if patches:
+        w = _cut_windows(image, labels, "patches", patches, saturation=saturation)
+        r = rows_of(w)
+        data.patches, data.patch_row = w.images[r >= 0], r[r >= 0]
     return data
 
 
