@@ -648,7 +648,7 @@ def test_classify_widget_patchnet_heatmap_and_prediction(viewer, qtbot, tmp_path
     (tmp_path / "img").mkdir()
     (tmp_path / "lab").mkdir()
     truths = {}
-    for i in range(3):
+    for i in range(2):  # two images: the fewest grouped folds can use
         image, labels, truths[f"f{i}"] = _two_class_field(20 + i)
         write_image(tmp_path / "img" / f"f{i}.tif", image)
         write_labels(tmp_path / "lab" / f"f{i}.tif", labels)
@@ -657,36 +657,36 @@ def test_classify_widget_patchnet_heatmap_and_prediction(viewer, qtbot, tmp_path
                  "--features", "shape"]) == 0
     # one epoch: this test checks what the widget shows against PatchNet itself, not how well it learns
     assert main(["classify", "train", str(run), "--labels", str(_labels_file(tmp_path / "c.csv", truths)),
-                 "-o", str(model), "--model", "logreg,patchnet", "--epochs", "1", "--ablation", "none",
-                 "--no-embedding", "--network-folds", "1", "-q"]) == 0
+                 "-o", str(model), "--model", "logreg,patchnet", "--epochs", "1", "--crop-size", "48",
+                 "--ablation", "none", "--no-embedding", "--network-folds", "1", "-q"]) == 0
     _add(viewer, get_reader(str(run))(str(run)))
     w = classify_widget
     assert w.load_model(model) is not None
     assert w.heatmap_row.isVisibleTo(w) and w.heatmap.isChecked()
     assert "patchnet" in [w.predict_model.itemText(i) for i in range(w.predict_model.count())]
-    w.target.choose(viewer.layers["f2 nuclei"])
+    w.target.choose(viewer.layers["f1 nuclei"])
     w.predict_model.setCurrentText("patchnet")
     w.heatmap_class.setCurrentText("large")
     assert w.predict() is not None
     _done(qtbot, w, 300_000)
     assert errors == [], errors
-    labels = np.asarray(viewer.layers["f2 nuclei"].data)
+    labels = np.asarray(viewer.layers["f1 nuclei"].data)
     maps = w.maps
     assert maps.shape == (2, *labels.shape) and maps.dtype == np.float32
     assert np.isnan(maps[:, labels == 0]).all()
     inside = np.isfinite(maps[0]) & (labels > 0)
     assert inside.mean() > 0.5 * (labels > 0).mean() and np.allclose(maps[:, inside].sum(axis=0), 1.0, atol=1e-4)
-    image = np.asarray(viewer.layers["f2"].data, np.float32)
+    image = np.asarray(viewer.layers["f1"].data, np.float32)
     direct = PatchNetClassifier.load(model / "patchnet").image_heatmap(image, labels)
     assert np.allclose(maps, direct, equal_nan=True)  # what PatchNet computes, shown as it is
-    layer = viewer.layers["f2 heat-map"]
+    layer = viewer.layers["f1 heat-map"]
     assert np.array_equal(layer.data, maps[0], equal_nan=True) and layer.metadata["class"] == "large"
     w.heatmap_class.setCurrentText("small")
     assert np.array_equal(layer.data, maps[1], equal_nan=True) and layer.metadata["class"] == "small"
     # the PatchNet's per-nucleus prediction in the widget = classify predict --model patchnet
     pred, _ = predict_runs(model, [run], tmp_path / "pred", model="patchnet", keep_flagged=True)
-    ref = pred[pred["ImageName"] == "f2"].set_index("ObjectNumber").sort_index()
-    got = viewer.layers["f2 nuclei"].features.dropna(subset=["Predicted"]).set_index("ObjectNumber").sort_index()
-    assert list(got.index) == list(ref.index) and len(ref) > 0.9 * len(truths["f2"])
+    ref = pred[pred["ImageName"] == "f1"].set_index("ObjectNumber").sort_index()
+    got = viewer.layers["f1 nuclei"].features.dropna(subset=["Predicted"]).set_index("ObjectNumber").sort_index()
+    assert list(got.index) == list(ref.index) and len(ref) > 0.9 * len(truths["f1"])
     assert (got["Predicted"] == ref["Predicted"]).all()
     assert np.allclose(got[["P_large", "P_small"]], ref[["P_large", "P_small"]], rtol=0, atol=1e-6)
