@@ -26,13 +26,14 @@ import tifffile
 sys.path.insert(0, str(Path(__file__).parent))
 from _docs import stamp, write_section  # noqa: E402
 
+JURKAT_PATCH = 11  # Jurkat nuclei are ~20 px across in the 40 px tiles
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if not DATA.exists():
     DATA = Path(os.environ.get("NUCLEOSCOPE_DATA", "../shared/data"))
 BIN = Path(sys.executable).parent / "nucleoscope"
 
 
-def koyuncu(tmp: Path, models: str) -> tuple[pd.DataFrame, dict]:
+def koyuncu(tmp: Path, models: str, net_args: list[str]) -> tuple[pd.DataFrame, dict]:
     src = DATA / "koyuncu_hepg2_huh7_hoechst"
     names = pd.read_csv(src / "splits.csv", dtype=str)
     names = names[names["split"] == "train"]["image"].tolist()
@@ -44,7 +45,7 @@ def koyuncu(tmp: Path, models: str) -> tuple[pd.DataFrame, dict]:
     t_run = time.perf_counter() - t0
     t0 = time.perf_counter()
     subprocess.run([str(BIN), "classify", "train", str(run), "--labels", str(lab), "-o", str(tmp / "koy_model"),
-                    "--model", models, "-q"], check=True)
+                    "--model", models, "-q", *net_args], check=True)
     t_train = time.perf_counter() - t0
     scores = pd.read_csv(tmp / "koy_model" / "validation" / "scores.csv")
     info = json.loads((tmp / "koy_model" / "model.json").read_text())
@@ -52,14 +53,15 @@ def koyuncu(tmp: Path, models: str) -> tuple[pd.DataFrame, dict]:
                     "folds": info["folds"], "model_dir": tmp / "koy_model", "run": run}
 
 
-def tile_table(dna: np.ndarray) -> pd.DataFrame:
-    """Default features of the nucleus of each (40, 40) tile: the Otsu object nearest the centre."""
+def tile_table(dna: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """Default features of the nucleus of each (40, 40) tile: the Otsu object nearest the centre; and
+    that object's mask per measured tile."""
     from scipy import ndimage as ndi
     from skimage.filters import threshold_otsu
 
     from nucleoscope.features import measure_nuclei
 
-    rows = []
+    rows, masks = [], []
     c = (np.array(dna.shape[1:]) - 1) / 2
     for k, t in enumerate(dna.astype(np.float32)):
         lab, n = ndi.label(ndi.binary_fill_holes(t > threshold_otsu(t)))
@@ -70,10 +72,11 @@ def tile_table(dna: np.ndarray) -> pd.DataFrame:
         row = measure_nuclei(t, (lab == keep).astype(np.int32), feature_set="default")
         row["Tile"] = k
         rows.append(row)
-    return pd.concat(rows, ignore_index=True)
+        masks.append(lab == keep)
+    return pd.concat(rows, ignore_index=True), np.stack(masks)
 
 
-def jurkat(models: tuple[str, ...]) -> tuple[pd.DataFrame, dict]:
+def jurkat(models: tuple[str, ...], epochs: int, network_folds: int | None) -> tuple[pd.DataFrame, dict]:
     from nucleoscope.classify.table import feature_matrix
     from nucleoscope.classify.train import NucleusData, TrainConfig, train_all
     from nucleoscope.classify.validation import scores
@@ -81,11 +84,15 @@ def jurkat(models: tuple[str, ...]) -> tuple[pd.DataFrame, dict]:
     src = DATA / "blasi2016_jurkat_cellcycle"
     lab = pd.read_csv(src / "labels.csv")
     lab = lab[lab["split"] == "train"]
-    parts = []
+    from nucleoscope.features import nucleus_patches
+
+    parts, crops, masks = [], [], []
     t0 = time.perf_counter()
     for stem, g in lab.groupby("file"):
         dna = tifffile.imread(src / "train" / "images" / f"{stem}_dna.tif")
-        t = tile_table(dna)
+        t, m = tile_table(dna)
+        crops.append(dna[t["Tile"].to_numpy()].astype(np.float32))
+        masks.append(m)
         meta = g.set_index("index").loc[t["Tile"]]
         t["ImageName"] = [f"{stem}_{i}" for i in t["Tile"]]
         t["Class"] = meta["class"].to_numpy()
@@ -95,10 +102,21 @@ def jurkat(models: tuple[str, ...]) -> tuple[pd.DataFrame, dict]:
     table = pd.concat(parts, ignore_index=True)
     t_feat = time.perf_counter() - t0
     X, cols = feature_matrix(table)
+    crops, masks = np.concatenate(crops), np.concatenate(masks)
+    pp, pr = [], []
+    for i, (c, m) in enumerate(zip(crops, masks)):
+        w = nucleus_patches(c, m.astype(np.int32), size=JURKAT_PATCH, stride=JURKAT_PATCH // 2)
+        pp.append(w.images)
+        pr.append(np.full(len(w), i))
+    data = NucleusData(table, X, cols, crops, masks, np.concatenate(pp), np.concatenate(pr))
     t0 = time.perf_counter()
-    res = train_all(NucleusData(table, X, cols), TrainConfig(models=models, ablation="groups", embed=False))
+    # 40 px tiles: the CNN at 48 px (3 px per pool level at the end), PatchNet on 11 px patches
+    res = train_all(data, TrainConfig(models=models, ablation="groups", embed=False, network_folds=network_folds,
+                                      cnn={"input_size": 48, "max_epochs": epochs},
+                                      patchnet={"patch_size": JURKAT_PATCH, "crop_size": 40, "max_epochs": epochs}))
     t_train = time.perf_counter() - t0
     rows = []
+    net_rows = next((r.index for k, r in res.validation.items() if k in ("cnn", "patchnet")), None)
     for name, r in res.validation.items():
         row = {"Model": name}
         for e in (None, 1, 2):
@@ -107,14 +125,22 @@ def jurkat(models: tuple[str, ...]) -> tuple[pd.DataFrame, dict]:
             tag = "all" if e is None else f"E{e}"
             row[f"{tag} acc"] = s["accuracy"]
             row[f"{tag} macro recall"] = s["balanced_accuracy"]
+        if net_rows is not None:  # on the networks' folds only, so the rows compare like with like
+            m = np.isin(r.index, net_rows)
+            s = scores(r.y[m], r.predicted[m], r.classes)
+            row["net folds acc"], row["net folds macro recall"] = s["accuracy"], s["balanced_accuracy"]
+        row["train s"] = res.seconds.get(name, np.nan)
         rows.append(row)
-    return pd.DataFrame(rows), {"tiles": len(table), "lost": int(len(lab) - len(table)), "features_s": t_feat,
+    return pd.DataFrame(rows), {"tiles": len(table), "patches": len(data.patches), "lost": int(len(lab) - len(table)), "features_s": t_feat,
                                 "train_s": t_train, "folds": len(res.folds), "ablation": res.ablation,
                                 "classes": table["Class"].value_counts().to_dict()}
 
 
-def sensitivity(shifts=(0.0, 0.01, 0.02, 0.03, 0.05, 0.08), n=150) -> pd.DataFrame:
-    """Accuracy of logistic regression on default features telling hc_fraction 0.08 from 0.08 + shift."""
+def sensitivity(shifts=(0.0, 0.01, 0.02, 0.03, 0.05, 0.08), n=150, cnn_epochs: int = 0) -> pd.DataFrame:
+    """Accuracy of logistic regression on default features (and of the crop CNN, trained on the crops
+    themselves) telling hc_fraction 0.08 from 0.08 + shift."""
+    from nucleoscope.classify.cnn import CNNClassifier
+    from nucleoscope.classify.validation import grouped_folds
     from nucleoscope.classify.linear import FeatureClassifier
     from nucleoscope.classify.table import feature_matrix
     from nucleoscope.classify.validation import cross_validate
@@ -134,7 +160,15 @@ def sensitivity(shifts=(0.0, 0.01, 0.02, 0.03, 0.05, 0.08), n=150) -> pd.DataFra
         def fp(tr, te):
             return FeatureClassifier("logreg").fit(X[tr], y[tr]).predict_proba(X[te])
         r = cross_validate(fp, y, g, g)
-        rows.append({"hc_fraction shift": d, "logreg accuracy": r.nucleus["accuracy"]})
+        row = {"hc_fraction shift": d, "logreg accuracy": r.nucleus["accuracy"]}
+        if cnn_epochs:
+            img, msk = s.image.astype(np.float32), s.labels > 0
+
+            def fc(tr, te):
+                m = CNNClassifier(input_size=48, max_epochs=cnn_epochs).fit(img[tr], y[tr], masks=msk[tr])
+                return m.predict_proba(img[te], masks=msk[te])
+            row["cnn accuracy"] = cross_validate(fc, y, g, g, folds=grouped_folds(y, g, n_folds=3)).nucleus["accuracy"]
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -148,6 +182,24 @@ def predict_speed(model_dir: Path, n: int = 10_000) -> dict:
         t0 = time.perf_counter()
         m.predict_proba(X)
         out[name] = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    for name, meta in info.get("networks", {}).items():
+        from nucleoscope.pipeline.classify import _load_network
+
+        net = _load_network(Path(model_dir), name)
+        if name == "cnn":
+            s = meta["crop_size"]
+            crops = rng.random((n, s, s), dtype=np.float32)
+            masks = np.zeros((n, s, s), bool)
+            masks[:, s // 4 : 3 * s // 4, s // 4 : 3 * s // 4] = True
+            t0 = time.perf_counter()
+            net.predict_proba(crops, masks=masks)
+        else:  # ~6 patches per nucleus (Koyuncu's mean)
+            p = meta["patch_size"]
+            patches = rng.random((6 * n, p, p), dtype=np.float32)
+            t0 = time.perf_counter()
+            net.aggregate(net.predict_proba(patches), np.repeat(np.arange(n), 6))
+        out[name] = time.perf_counter() - t0
     return out
 
 
@@ -160,35 +212,61 @@ def md_table(df: pd.DataFrame) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default="logreg,svm,forest")
+    ap.add_argument("--models", default="logreg,svm,forest,cnn,patchnet")
+    ap.add_argument("--epochs", type=int, default=40, help="networks: epochs per training")
+    ap.add_argument("--koyuncu-network-folds", type=int, default=None)
+    ap.add_argument("--jurkat-network-folds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    models = args.models.split(",")
+    nets = [m for m in models if m in ("cnn", "patchnet")]
+    net_args = ["--epochs", str(args.epochs)] if nets else []
+    if nets and args.koyuncu_network_folds:
+        net_args += ["--network-folds", str(args.koyuncu_network_folds)]
+    t_all = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        ks, kinfo = koyuncu(tmp, args.models)
+        ks, kinfo = koyuncu(tmp, args.models, net_args)
         print(ks.to_string(), flush=True)
         speed = predict_speed(kinfo["model_dir"])
-        js, jinfo = jurkat(tuple(args.models.split(",")))
+        print(speed, flush=True)
+        js, jinfo = jurkat(tuple(models), args.epochs, args.jurkat_network_folds)
         print(js.to_string(), flush=True)
-        sens = sensitivity()
+        sens = sensitivity(cnn_epochs=20 if "cnn" in nets else 0)
         print(sens.to_string(), flush=True)
-    keep = ["Model", "NucleusBalancedAccuracy", "ImageBalancedAccuracy", "NucleusAccuracy", "TrainSeconds"]
+    keep = ["Model", "NucleusBalancedAccuracy", "ImageBalancedAccuracy", "NucleusAccuracy", "FoldsValidated",
+            "TrainSeconds"]
     abl = jinfo["ablation"]
     abl = abl[abl["Kind"] != "group only"][["Removed", "Kind", "Features", "Nucleus", "NucleusDrop"]]
-    md = (f"## Classification (SCENMED §8)\n\n{stamp()}\n\n`python bench/classify.py --models {args.models}`.\n\n"
+    cmd = " ".join(["python bench/classify.py", *sys.argv[1:]])
+    md = (f"## Classification (SCENMED §8)\n\n{stamp()}\n\n`{cmd}` ({time.perf_counter() - t_all:.0f} s in all).\n\n"
+          "Networks: the crop CNN (`classify/cnn.py`: width 8, crops resized to 64 px (Koyuncu) / 48 px "
+          f"(Jurkat), Adam 8e-5, batch 32, dropout 0.2) and PatchNet (`classify/patchnet.py`: width 16, "
+          f"Adam 1e-3, batch 128; 17 px patches on Koyuncu, {JURKAT_PATCH} px on Jurkat), "
+          f"{args.epochs} epochs at most per training, early stopping (patience 20) on a grouped 15% split "
+          "of each training fold.\n\n"
           f"### HepG2 vs Huh7 (Koyuncu dev split, {kinfo['images']} images, {kinfo['nuclei']} nuclei after QC)\n\n"
           f"`nucleoscope run` (bundled NuSeT, default features, {kinfo['run_s']:.0f} s) then `nucleoscope classify "
           f"train` ({kinfo['train_s']:.0f} s in all, ablation included); {kinfo['folds']} image-grouped folds. "
           "Image = mean probability over its nuclei. Targets: 0.90 per nucleus, 0.95 per image.\n\n"
           + md_table(ks[[c for c in keep if c in ks]]) +
           f"\n### Jurkat cell cycle (Blasi 2016 dev split, DNA channel, {jinfo['tiles']} tiles, "
-          f"{jinfo['lost']} without an object)\n\nDefault features of the nucleus of each tile; "
-          f"{jinfo['folds']} stratified folds (each tile its own group); features {jinfo['features_s']:.0f} s, "
+          f"{jinfo['lost']} without an object, {jinfo['patches']} patches)\n\nDefault features of the nucleus of "
+          f"each tile; {jinfo['folds']} stratified folds (each tile its own group); the networks on the first "
+          f"{args.jurkat_network_folds or jinfo['folds']} folds (columns *net folds*: every model on those "
+          f"tiles only); features {jinfo['features_s']:.0f} s, "
           f"training {jinfo['train_s']:.0f} s. Classes: {jinfo['classes']}. E1 = Experiment 1 (all 7 classes), "
           "E2 = Experiment 2 (G1 only: its macro recall is G1 recall). Targets: accuracy 0.97, macro recall 0.92.\n\n"
           + md_table(js) + "\nFeature-group ablation (best feature model, nucleus balanced accuracy):\n\n" + md_table(abl) +
           "\n### Chromatin sensitivity (synthetic crops, `synth chromatin`, 150 per class)\n\n"
-          "hc_fraction 0.08 vs 0.08 + shift; logistic regression on default features, 7-fold CV.\n\n" + md_table(sens) +
-          "\n### Prediction speed (10,000 nuclei, feature models, one process)\n\n" +
+          "hc_fraction 0.08 vs 0.08 + shift; logistic regression on default features (7-fold CV) and the crop "
+          "CNN on the crops (3-fold CV, 20 epochs).\n\n" + md_table(sens) +
+          "\n### Prediction speed (10,000 nuclei, one process)\n\nFeature models on a feature table; the CNN "
+          "on 10,000 crops; PatchNet on 60,000 patches (6 per nucleus) and their per-nucleus means.\n\n" +
           md_table(pd.DataFrame([{"Model": k, "seconds": v} for k, v in speed.items()])))
     write_section("classify", md)
 

@@ -285,12 +285,33 @@ def test_classify_usage_errors(measured_run, tmp_path, capsys):
         main(["classify", "train", str(r / "run"), "--labels", "x.csv", "-o", "m", "--model", "boost"])
 
 
-def test_networks_not_installed_are_a_clear_error():
-    import importlib.util
+def test_classify_networks_end_to_end(measured_run, tmp_path):
+    """cnn and patchnet through the command: crops and patches cut on demand from the run's images,
+    saved as safetensors + JSON, their curves and heat-maps in the report, prediction by each."""
+    from nucleoscope.cli import main
 
-    from nucleoscope.classify.train import TrainConfig
-
-    if importlib.util.find_spec("nucleoscope.classify.cnn") is not None:
-        pytest.skip("the CNN is installed")
-    with pytest.raises(InputError, match="cnn model is not part"):
-        TrainConfig(models=("logreg", "cnn"))
+    r = measured_run
+    model = tmp_path / "model"
+    assert main(["classify", "train", str(r / "run"), "--labels", str(r / "labels.csv"), "-o", str(model),
+                 "--model", "logreg,cnn,patchnet", "--network-folds", "1", "--epochs", "5", "--crop-size", "32",
+                 "--input-size", "32", "--patch-size", "7", "--ablation", "none", "-q"]) == 0
+    info = json.loads((model / "model.json").read_text())
+    assert set(info["networks"]) == {"cnn", "patchnet"}
+    for k in ("cnn", "patchnet"):
+        assert (model / f"{k}.safetensors").is_file() and (model / f"{k}.json").is_file()
+    # size tells the classes apart: the CNN sees it; PatchNet, looking inside nuclei, cannot (so only
+    # its files and predictions are checked here; tests/test_classify_networks.py checks it learns texture)
+    assert info["validation"]["cnn"]["nucleus"]["balanced_accuracy"] > 0.9
+    assert not (model / "checkpoints").exists()  # removed once the model is saved
+    html = (model / "report.html").read_text()
+    for section in ("Training curves", "PatchNet heat-maps", "t-SNE cnn"):
+        assert section in html, section
+    assert (model / "validation" / "embedding_cnn.csv").is_file()
+    truth = pd.Series({f"f{i}": "large" if i % 2 else "small" for i in range(8)})
+    for k in ("cnn", "patchnet"):
+        out = tmp_path / f"pred_{k}"
+        assert main(["classify", "predict", str(model), str(r / "run"), "-o", str(out), "--model", k]) == 0
+        im = pd.read_csv(out / "image_predictions.csv", dtype={"ImageName": str}).set_index("ImageName")
+        assert np.allclose(im[["P_large", "P_small"]].sum(axis=1), 1.0) and len(im) == 8
+        if k == "cnn":
+            assert (im["Predicted"] == truth).all()

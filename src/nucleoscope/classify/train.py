@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,6 +63,7 @@ class NucleusData:
     crop_masks: np.ndarray | None = None
     patches: np.ndarray | None = None
     patch_row: np.ndarray | None = None
+    _reference: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def y(self) -> np.ndarray:
@@ -120,10 +122,6 @@ class TrainConfig:
         bad = [m for m in self.models if m not in ALL_MODELS]
         if bad or not self.models:
             raise InputError(f"unknown model(s) {bad}; choose from {', '.join(ALL_MODELS)} or all")
-        for m in self.models:
-            if m in NETWORK_MODELS and not _network_available(m):
-                raise InputError(f"the {m} model is not part of this installation yet (issue 16: the crop CNN "
-                                 "and PatchNet are being built); use logreg, svm or forest")
         if self.ablation not in ("groups", "features", "none"):
             raise InputError(f"ablation must be groups, features or none, got {self.ablation!r}")
 
@@ -158,12 +156,6 @@ class TrainResult:
         return pd.DataFrame(rows)
 
 
-def _network_available(kind: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(f"{__package__}.{kind}") is not None
-
-
 def _feature_factory(kind: str, config: TrainConfig):
     return lambda: FeatureClassifier(kind, C=config.C, random_state=config.random_state)
 
@@ -183,32 +175,50 @@ def _inner_split(groups: np.ndarray, y: np.ndarray, rng: int) -> tuple[np.ndarra
         return next(StratifiedShuffleSplit(1, test_size=0.15, random_state=rng).split(y, y))
 
 
-def _network(kind: str, config: TrainConfig):
+def _network(kind: str, config: TrainConfig, tag: str):
+    opts = dict(config.cnn if kind == "cnn" else config.patchnet)
+    if opts.get("checkpoint_dir"):  # one resumable training per fold
+        opts["checkpoint_dir"] = Path(opts["checkpoint_dir"]) / f"{kind}_{tag}"
+    opts.setdefault("random_state", config.random_state)
     if kind == "cnn":
         from .cnn import CNNClassifier
 
-        return CNNClassifier(random_state=config.random_state, **config.cnn)
+        return CNNClassifier(**opts)
     from .patchnet import PatchNetClassifier
 
-    return PatchNetClassifier(random_state=config.random_state, **config.patchnet)
+    return PatchNetClassifier(**opts)
 
 
-def _fit_network(kind: str, data: NucleusData, rows: np.ndarray, config: TrainConfig):
+def patch_reference(data: NucleusData, sel: np.ndarray | None = None) -> np.ndarray | None:
+    """(M, 2) background and nucleus level of each patch's nucleus, from the crops (None without crops:
+    PatchNet then normalises each patch by its own mean)."""
+    if data.crops is None or data.patch_row is None:
+        return None
+    from ._net import nucleus_reference
+
+    if data._reference is None:
+        data._reference = nucleus_reference(data.crops, data.crop_masks)
+    rows = data.patch_row if sel is None else data.patch_row[sel]
+    return data._reference[rows]
+
+
+def _fit_network(kind: str, data: NucleusData, rows: np.ndarray, config: TrainConfig, tag: str = "final"):
     """Fit a network on table rows ``rows`` with a grouped early-stopping split inside them."""
     y = data.y
-    cls = sorted(np.unique(y))
-    yi = np.searchsorted(cls, y)
+    cls = np.unique(y)
     tr_i, va_i = _inner_split(data.groups[rows], y[rows], config.random_state)
     tr, va = rows[tr_i], rows[va_i]
-    m = _network(kind, config)
+    m = _network(kind, config, tag)
+    log.info("%s %s: %d nuclei to train, %d for early stopping", kind, tag, len(tr), len(va))
     if kind == "cnn":
-        val = {} if not len(va) else {"val_images": data.crops[va], "val_y": yi[va], "val_masks": data.crop_masks[va]}
-        return m.fit(data.crops[tr], yi[tr], masks=data.crop_masks[tr], **val)
+        val = {} if not len(va) else {"val_images": data.crops[va], "val_y": y[va], "val_masks": data.crop_masks[va]}
+        return m.fit(data.crops[tr], y[tr], masks=data.crop_masks[tr], classes=cls, **val)
     in_tr = np.isin(data.patch_row, tr)
     in_va = np.isin(data.patch_row, va)
-    val = {} if not in_va.any() else {"val_patches": data.patches[in_va], "val_y": yi[data.patch_row[in_va]],
-                                      "val_groups": data.patch_row[in_va]}
-    return m.fit(data.patches[in_tr], yi[data.patch_row[in_tr]], groups=data.patch_row[in_tr], **val)
+    ref_tr, ref_va = patch_reference(data, in_tr), patch_reference(data, in_va)
+    val = {} if not in_va.any() else {"val_patches": data.patches[in_va], "val_y": y[data.patch_row[in_va]],
+                                      "val_reference": ref_va}
+    return m.fit(data.patches[in_tr], y[data.patch_row[in_tr]], reference=ref_tr, classes=cls, **val)
 
 
 def network_proba(kind: str, model, data: NucleusData, rows: np.ndarray) -> np.ndarray:
@@ -220,7 +230,8 @@ def network_proba(kind: str, model, data: NucleusData, rows: np.ndarray) -> np.n
     out = np.full((len(rows), k), 1.0 / k)
     sel = np.isin(data.patch_row, rows)
     if sel.any():
-        g, p = model.aggregate(model.predict_proba(data.patches[sel]), data.patch_row[sel])
+        g, p = model.aggregate(model.predict_proba(data.patches[sel], reference=patch_reference(data, sel)),
+                               data.patch_row[sel])
         pos = {r: i for i, r in enumerate(rows)}
         for gi, pi in zip(g, p):
             out[pos[int(gi)]] = pi
@@ -276,7 +287,8 @@ def train_all(data: NucleusData, config: TrainConfig, *, show_progress: bool = F
         use = folds if config.network_folds is None else folds[: config.network_folds]
 
         def fp(tr, te, kind=kind):
-            return network_proba(kind, _fit_network(kind, data, tr, config), data, te)
+            fold = next(i for i, (a, _) in enumerate(use) if len(a) == len(tr) and np.array_equal(a, tr))
+            return network_proba(kind, _fit_network(kind, data, tr, config, f"fold{fold}"), data, te)
         validation[kind] = cross_validate(fp, y, groups, images, classes=classes, folds=use)
         models[kind] = _fit_network(kind, data, np.arange(len(y)), config)
         seconds[kind] = time.perf_counter() - t0

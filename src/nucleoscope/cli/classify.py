@@ -25,9 +25,7 @@ _MODELS = ("logreg", "svm", "forest", "cnn", "patchnet")
 def _models(text: str) -> list[str]:
     names = [t.strip() for t in text.split(",") if t.strip()]
     if names == ["all"]:
-        from ..classify.train import _network_available
-
-        return [m for m in _MODELS if m in ("logreg", "svm", "forest") or _network_available(m)]
+        return list(_MODELS)
     if names == ["linear"]:
         return ["logreg", "svm", "forest"]
     bad = [n for n in names if n not in _MODELS]
@@ -70,7 +68,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="PatchNet patch side (SCENMED: 11 or 17; default: 17)")
     t.add_argument("--epochs", type=_int_at_least(1), metavar="N", help="networks: at most N epochs")
     t.add_argument("--time-limit", type=float, metavar="S", help="networks: stop each training after S seconds")
-    t.add_argument("--width", type=_int_at_least(1), metavar="W", help="CNN: filters of the first block")
+    t.add_argument("--width", type=_int_at_least(1), metavar="W",
+                   help="CNN: filters of the first block (SCENMED: 32; default: 8)")
+    t.add_argument("--input-size", type=_int_at_least(16), metavar="PX",
+                   help="CNN: side the crops are resized to, a multiple of 16 (default: 64)")
     t.add_argument("--no-embedding", action="store_true", help="skip the t-SNE embeddings")
     t.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     t.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -96,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"predicted {len(pred)} nuclei in {len(im)} images -> {args.out}", file=sys.stderr)
         return 0
     net = {k: v for k, v in (("max_epochs", args.epochs), ("time_limit_s", args.time_limit)) if v is not None}
-    cnn = dict(net, **({"width": args.width} if args.width else {}), show_progress=not args.quiet)
+    cnn = dict(net, show_progress=not args.quiet, **{k: v for k, v in (("width", args.width),
+                                                                       ("input_size", args.input_size)) if v})
     config = TrainConfig(models=tuple(args.model), n_folds=args.folds, ablation=args.ablation,
                          set_column=args.set_column, embed=not args.no_embedding, network_folds=args.network_folds,
                          cnn=cnn, patchnet=dict(net, show_progress=not args.quiet), random_state=args.seed)

@@ -307,6 +307,9 @@ def train_classifier(run_dirs: Sequence[str | os.PathLike], labels: str | os.Pat
     nets = [m for m in config.models if m in NETWORK_MODELS]
     if "patchnet" in nets:
         config.patchnet.setdefault("patch_size", patch_size)
+        config.patchnet.setdefault("crop_size", crop_size)
+    for name in nets:  # a killed training resumes from here (same command); removed once the model is saved
+        getattr(config, name).setdefault("checkpoint_dir", os.fspath(out / "checkpoints"))
     data = load_nuclei(run_dirs, labels=labels, class_column=class_column, group_column=group_column,
                        drop_flagged=drop_flagged, crops=crop_size if nets else 0,  # patchnet: crops for its heat-maps
                        patches=patch_size if "patchnet" in nets else 0)
@@ -368,7 +371,7 @@ def save_model(out: str | os.PathLike, res: TrainResult, data: NucleusData, conf
         "format": MODEL_FORMAT, "version": 1, "classes": res.classes, "best": res.best,
         "feature_columns": data.columns,
         "models": {k: res.models[k].to_dict() for k in config.models if k in MODEL_KINDS},
-        "networks": {k: {"file": f"{k}.safetensors", "crop_size": crop_size if k == "cnn" else None,
+        "networks": {k: {"file": f"{k}.safetensors", "crop_size": crop_size,
                          "patch_size": patch_size if k == "patchnet" else None} for k in nets},
         "validation": {k: r.summary() for k, r in res.validation.items()},
         "folds": len(res.folds),
@@ -388,6 +391,10 @@ def save_model(out: str | os.PathLike, res: TrainResult, data: NucleusData, conf
     except Exception:  # noqa: BLE001 - a figure failing must not lose a trained model
         log.warning("the classification report could not be written", exc_info=True)
     io.write_json(info, out / "model.json")  # last: its presence marks a finished model folder
+    if nets and (out / "checkpoints").is_dir():
+        import shutil
+
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return info
 
 

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from . import _CSS, _e, _png_uri
 
 __all__ = ["write_classify_report", "confusion_figure", "ablation_figure", "embedding_figure",
-           "boxplot_figure", "network_curves_figure"]
+           "boxplot_figure", "network_curves_figure", "heatmap_gallery_figure"]
 
 log = logging.getLogger(__name__)
 
@@ -97,19 +97,66 @@ def boxplot_figure(table: pd.DataFrame, stats: pd.DataFrame, columns: list[str])
     return fig
 
 
-def network_curves_figure(history: dict, title: str) -> Figure:
-    """Training and validation loss and accuracy per epoch."""
+def network_curves_figure(history: list[dict], title: str) -> Figure:
+    """Training and validation loss, and validation balanced accuracy, per epoch.
+
+    Parameters
+    ----------
+    history : list of dict
+        One record per epoch (``epoch``, ``train_loss``, ``val_loss``, ``val_balanced_accuracy``), as
+        the networks' ``history_``.
+    """
     fig = Figure(figsize=(9, 3.2))
     a1, a2 = fig.subplots(1, 2)
-    ep = history.get("epoch", list(range(len(history.get("train_loss", [])))))
-    for k, ax in (("loss", a1), ("acc", a2)):
-        for part in ("train", "val"):
-            v = history.get(f"{part}_{k}")
-            if v is not None and len(v) == len(ep) and np.isfinite(np.asarray(v, dtype=float)).any():
-                ax.plot(ep, v, label=part)
-        ax.set_xlabel("epoch"), ax.set_ylabel(k), ax.legend(fontsize=8)
+    h = pd.DataFrame(history)
+    if len(h):
+        for col, lab in (("train_loss", "train"), ("val_loss", "validation")):
+            if col in h:
+                a1.plot(h["epoch"], h[col], label=lab)
+        if "val_balanced_accuracy" in h:
+            a2.plot(h["epoch"], h["val_balanced_accuracy"], color="C1", label="validation")
+            a2.set_ylim(0, 1)
+    a1.set_xlabel("epoch"), a1.set_ylabel("weighted cross-entropy"), a1.legend(fontsize=8)
+    a2.set_xlabel("epoch"), a2.set_ylabel("balanced accuracy")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def heatmap_gallery_figure(crops: np.ndarray, masks: np.ndarray, class_maps: np.ndarray, filter_maps: np.ndarray,
+                           title: str) -> Figure:
+    """Example nuclei (top row), PatchNet's probability of a class at each pixel (middle; NaN, i.e. the
+    border and outside the nucleus, transparent) and the activation of the filter most indicative of
+    that class (bottom).
+
+    Parameters
+    ----------
+    crops, masks : (N, S, S)
+    class_maps, filter_maps : (N, S, S) float
+    title : str
+    """
+    n = max(len(crops), 1)
+    fig = Figure(figsize=(1.5 * n + 0.8, 4.6))
+    axes = np.asarray(fig.subplots(3, n, squeeze=False))
+    im = fim = None
+    for i in range(len(crops)):
+        c = crops[i]
+        lo, hi = np.percentile(c[masks[i]] if masks[i].any() else c, (1, 99.5))
+        for ax in axes[:, i]:
+            ax.imshow(c, cmap="gray", vmin=lo, vmax=hi)
+        im = axes[1, i].imshow(np.ma.masked_invalid(class_maps[i]), cmap="magma", vmin=0, vmax=1, alpha=0.8)
+        f = filter_maps[i]
+        fin = f[np.isfinite(f)]
+        fim = axes[2, i].imshow(np.ma.masked_invalid(f), cmap="viridis", alpha=0.8,
+                                vmin=float(fin.min()) if fin.size else 0, vmax=float(fin.max()) if fin.size else 1)
+    for ax in axes.ravel():
+        ax.set_xticks([]), ax.set_yticks([])
+    axes[0, 0].set_ylabel("nucleus", fontsize=7)
+    axes[1, 0].set_ylabel("P(class)", fontsize=7)
+    axes[2, 0].set_ylabel("top filter", fontsize=7)
+    if im is not None:
+        fig.colorbar(im, ax=axes[1, :].tolist(), fraction=0.02, pad=0.01)
+    fig.suptitle(title, fontsize=9)
     return fig
 
 
@@ -138,17 +185,18 @@ def _gallery(res, data) -> str:
     pn = res.models.get("patchnet")
     if pn is None or data.crops is None:
         return ""
-    from ..classify.patchnet import render_heatmaps
-
     parts = []
     rng = np.random.default_rng(0)
-    for c in res.classes:
+    for k, c in enumerate(res.classes):
         idx = np.flatnonzero(data.y == c)
         if not len(idx):
             continue
         pick = np.sort(rng.choice(idx, min(MAX_GALLERY, len(idx)), replace=False))
-        maps = [pn.heatmap(data.crops[i], mask=data.crop_masks[i]) for i in pick]
-        fig = render_heatmaps(data.crops[pick], data.crop_masks[pick], maps, class_names=res.classes)
+        top = int(pn.top_filters(c, 1)[0])
+        cm = np.stack([pn.heatmap(data.crops[i], mask=data.crop_masks[i])[k] for i in pick])
+        fm = np.stack([pn.filter_maps(data.crops[i], mask=data.crop_masks[i])[top] for i in pick])
+        fig = heatmap_gallery_figure(data.crops[pick], data.crop_masks[pick], cm, fm,
+                                     f"{c}: P({c}) per patch and filter {top}, the most indicative of {c}")
         parts.append(f"<h3>{_e(c)}</h3>{_img(fig, 'heat-maps ' + c)}")
     return "".join(parts)
 
@@ -184,10 +232,14 @@ def write_classify_report(out: str | os.PathLike, info: dict[str, Any], res, dat
     for name, r in res.validation.items():
         parts.append(_img(confusion_figure(r.confusion(), name), f"confusion {name}"))
     parts.append("</div>")
-    curves = [(k, m.history_) for k, m in res.models.items() if hasattr(m, "history_")]
-    if curves:
+    if any(hasattr(m, "history_") for m in res.models.values()):
         parts.append("<h2>Training curves</h2>")
-        parts += [_img(network_curves_figure(h, k), f"curves {k}") for k, h in curves]
+        for k, m in res.models.items():
+            if hasattr(m, "history_"):
+                fi = getattr(m, "fit_info_", {})
+                parts.append(_img(network_curves_figure(m.history_, f"{k} (final fit): best epoch "
+                                                        f"{fi.get('best_epoch', '?')}, stopped by "
+                                                        f"{fi.get('stopped', '?')}"), f"curves {k}"))
     if res.ablation is not None:
         parts.append(f"<h2>Feature ablation ({_e(res.ablation['Model'].iloc[0])})</h2>")
         if (res.ablation["Kind"] == "group").any():
