@@ -6,7 +6,8 @@ OpenGL context: under Xvfb, Qt's offscreen platform gets one from Mesa's softwar
 
 Steps: open the bundled sample; Segment (bundled NuSeT model); fix a merge with the brush; re-measure
 (Measure widget); fine-tune on the corrected labels (Train widget); segment the next image with the new
-model. Prints one JSON line per step (what the test checks).
+model; classify nuclei (Classify widget, on the two-class synthetic sample). Prints one JSON line per
+step (what the test checks). ``python tests/napari_walkthrough.py OUT classify`` makes step 7 alone.
 """
 
 from __future__ import annotations
@@ -160,12 +161,66 @@ def main(out_dir: str, steps: int = 10) -> int:
                    "merges": len(_find_merges(np.asarray(layer.data), next_truth)),
                    "bundled_nuclei": int(bundled.max()), "bundled_merges": len(_find_merges(bundled, next_truth)), "model": layer.metadata.get("model"),
                    "status": seg.status.text(), **_save(viewer, out, "06_next_image")})
+    viewer.window.remove_dock_widget(dock)
+    report.append(classify_step(viewer, out))
     for r in report:
         print(json.dumps(r))
     viewer.close()
     return 0
 
 
+def classify_step(viewer, out: Path) -> dict:
+    """7. Classify: train logistic regression on two two-class samples (classes from a labels file),
+    predict a third, which the model never saw."""
+    from nucleoscope.napari._sample import two_class_field
+
+    for la in list(viewer.layers):
+        la.visible = False
+    truths = {}
+    for seed in range(3):
+        layers = two_class_field(seed)
+        for data, attrs, kind in layers:
+            getattr(viewer, f"add_{kind}")(data, **attrs)
+        t = layers[1][1]["features"]
+        truths[layers[0][1]["name"]] = dict(zip(t["ObjectNumber"].astype(int), t["TrueClass"]))
+    names = list(truths)
+    work = Path(tempfile.mkdtemp(prefix="nucleoscope-walkthrough-classify-"))
+    lines = ["ImageName,ObjectNumber,class"] + [f"{n},{i},{c}" for n in names[:2] for i, c in truths[n].items()]
+    (work / "classes.csv").write_text("\n".join(lines) + "\n")
+    _, cls = viewer.window.add_plugin_dock_widget("nucleoscope", "Classify")
+    cls.set_layers([f"{n} nuclei" for n in names[:2]])
+    cls.class_source.setCurrentText("labels file…")
+    cls.labels_file.setText(str(work / "classes.csv"))
+    cls.model.setCurrentText("logreg")
+    cls.features.setCurrentText("shape")  # the classes differ in size; shape measurements are enough
+    cls.out.setText(str(work / "model"))
+    t0 = time.perf_counter()
+    cls.train()
+    _wait("Classify", lambda: cls.worker is None)
+    seconds = time.perf_counter() - t0
+    last = names[2]
+    cls.target.choose(viewer.layers[f"{last} nuclei"])
+    cls.predict()
+    _wait("Classify", lambda: cls.worker is None)
+    for la in viewer.layers:
+        la.visible = la.name in (last, f"{last} classes")
+    feats = viewer.layers[f"{last} nuclei"].features
+    right = float((feats["Predicted"] == feats["ObjectNumber"].map(truths[last])).mean())
+    return {"step": "07_classify", "validation": cls.validation_score("logreg"), "score": cls.score.text(),
+            "train_seconds": round(seconds, 1), "nuclei": len(feats), "right": right,
+            "legend": [cls.legend.item(i).text() for i in range(cls.legend.count())], "status": cls.status.text(),
+            **_save(viewer, out, "07_classify")}
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[2] == "classify":  # step 7 alone, on a fresh viewer
+        import napari
+
+        v = napari.Viewer(show=False, title="nucleoscope")
+        v.window._qt_window.resize(1400, 820)
+        Path(sys.argv[1]).mkdir(parents=True, exist_ok=True)
+        print(json.dumps(classify_step(v, Path(sys.argv[1]))))
+        v.close()
+        sys.exit(0)
     sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "docs/images/napari",
                   int(sys.argv[2]) if len(sys.argv) > 2 else 10))

@@ -77,7 +77,7 @@ def test_manifest_validates_and_is_the_entry_point():
     from npe2 import PluginManifest
 
     pm = PluginManifest.from_file(MANIFEST)
-    assert {w.display_name for w in pm.contributions.widgets} == {"Segment", "Measure", "Train"}
+    assert {w.display_name for w in pm.contributions.widgets} == {"Segment", "Measure", "Train", "Classify"}
     for c in pm.contributions.commands:  # every command points at a callable that imports
         module, name = c.python_name.split(":")
         assert callable(getattr(__import__(module, fromlist=[name]), name)), c.python_name
@@ -158,6 +158,14 @@ def test_samples():
     assert kind == "image" and image.shape == (520, 696) and attrs["metadata"]["saturation"] == 4095
     (image, _, _), (truth, tattrs, tkind) = synthetic_field()
     assert tkind == "labels" and truth.shape == image.shape and truth.max() > 20
+    from nucleoscope.napari._sample import two_class_field
+
+    (image, _, _), (labels, lattrs, _) = two_class_field(3)
+    t = lattrs["features"]
+    assert labels.shape == image.shape == (192, 384) and list(t["ObjectNumber"]) == list(range(1, labels.max() + 1))
+    for cls, half in (("small", labels[:, :192]), ("large", labels[:, 192:])):  # each class fills its half
+        ids = set(t.loc[t["TrueClass"] == cls, "ObjectNumber"])
+        assert len(ids) >= 8 and set(np.unique(half)) - {0} == ids
 
 
 # ---------------------------------------------------------------------------------------------- Segment
@@ -233,6 +241,44 @@ def test_segment_cancel_discards_the_result(viewer, qtbot, errors):
     _done(qtbot, w)
     assert "big nuclei" not in viewer.layers
     assert w.status.text() == "cancelled" and w.run_button.isEnabled() and errors == []
+
+
+def _tiled_image() -> np.ndarray:
+    return np.tile(bbbc039_field()[0][0], (2, 2))[:1024, :1024].copy()
+
+
+def test_segment_progress_counts_tiles_and_steps(viewer, qtbot, errors):
+    viewer.add_image(_tiled_image(), name="tiled")
+    w = SegmentWidget(viewer)
+    qtbot.addWidget(w)
+    w.method.setCurrentText("otsu")
+    w.tile.setValue(384)
+    _segment(qtbot, w)
+    assert errors == []
+    steps = w.steps
+    n = steps[-1][1] - 2  # the tiles, then QC and measuring
+    assert n >= 9 and steps[-1] == (n + 2, n + 2, "done")
+    tiles = [s for s in steps if s[2].startswith("segmenting: tile")]
+    assert [d for d, _, _ in tiles] == list(range(1, n + 1)) and {t for _, t, _ in tiles} == {n + 2}
+    assert [s[2] for s in steps[-3:]] == ["quality control", "measuring", "done"]
+    assert w.progress.maximum() == 1 and w.progress.value() == 1
+    assert viewer.layers["tiled nuclei"].metadata["method"] == "otsu"
+
+
+def test_segment_cancel_stops_between_tiles(viewer, qtbot, errors):
+    viewer.add_image(_tiled_image(), name="tiled")
+    w = SegmentWidget(viewer)
+    qtbot.addWidget(w)
+    w.method.setCurrentText("otsu")
+    w.tile.setValue(256)
+    w._relay.step.connect(lambda done, total, step: w.cancel() if step == "segmenting: tile 2 of " + str(total - 2)
+                          else None)
+    assert w.run() is not None
+    _done(qtbot, w)
+    assert w.status.text() == "cancelled" and errors == [] and "tiled nuclei" not in viewer.layers
+    done, total, _ = w.steps[-1]
+    assert total - 2 >= 25 and done < (total - 2) // 2  # stopped within a few tiles, long before the end
+    assert not any(s[2] == "measuring" for s in w.steps) and w.run_button.isEnabled()
 
 
 def test_layer_boxes_follow_the_viewer(viewer, qtbot):
@@ -383,3 +429,264 @@ def test_train_cancel_saves_nothing(viewer, qtbot, tmp_path, errors):
     assert "cancelled after" in t.status.text() and errors == []
     assert not (tmp_path / "m" / "nuset.safetensors").exists()
     assert t.train_button.isEnabled()
+
+
+# ---------------------------------------------------------------------------------------------- Classify
+
+
+def _two_class_field(seed: int):
+    """The two-class sample (small nuclei left, large right): (image, labels, {nucleus: class})."""
+    from nucleoscope.napari._sample import two_class_field
+
+    (image, _, _), (labels, attrs, _) = two_class_field(seed)
+    t = attrs["features"]
+    return image, labels, dict(zip(t["ObjectNumber"].astype(int), t["TrueClass"]))
+
+
+def _labels_file(path, truths: dict[str, dict[int, str]]):
+    lines = ["ImageName,ObjectNumber,class"]
+    lines += [f"{name},{i},{c}" for name, t in truths.items() for i, c in t.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _colour_matches(layer, colours: dict[str, str], truth: dict[int, str]) -> float:
+    """The fraction of nuclei the ``"<image> classes"`` layer draws in their true class's colour."""
+    from napari.utils.colormaps.standardize_color import transform_color
+
+    hits = [np.allclose(layer.get_color(i)[:3], transform_color(colours[c])[0][:3], atol=0.01)
+            for i, c in truth.items()]
+    return float(np.mean(hits))
+
+
+@pytest.fixture
+def classify_widget(viewer, qtbot):
+    from nucleoscope.napari._classify import ClassifyWidget
+
+    w = ClassifyWidget(viewer)
+    qtbot.addWidget(w)
+    w.features.setCurrentText("shape")
+    return w
+
+
+def test_classify_widget_trains_on_layers_and_colours_nuclei_by_class(viewer, qtbot, tmp_path, errors,
+                                                                      classify_widget):
+    import json
+
+    from nucleoscope.napari._classify import class_colours
+
+    w = classify_widget
+    truths = {}
+    for i in range(3):  # labels only: the widget measures them on their images
+        image, labels, truths[f"f{i}"] = _two_class_field(i)
+        viewer.add_image(image, name=f"f{i}")
+        viewer.add_labels(labels, name=f"f{i} nuclei", metadata={"source_image": f"f{i}"})
+    w.set_layers(["f0 nuclei", "f1 nuclei"])
+    w.class_source.setCurrentText("labels file…")
+    w.labels_file.setText(str(_labels_file(tmp_path / "classes.csv", {k: truths[k] for k in ("f0", "f1")})))
+    w.model.setCurrentText("logreg")
+    w.out.setText(str(tmp_path / "model"))
+    assert w.train() is not None
+    _done(qtbot, w)
+    assert errors == [], errors
+    info = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert info["format"] == "nucleoscope-classifier" and info["classes"] == ["large", "small"]
+    assert info["training"]["layers"] == ["f0 nuclei", "f1 nuclei"] and info["training"]["group_column"] == "images"
+    assert (tmp_path / "model" / "validation" / "oof_logreg.csv").is_file()
+    assert (tmp_path / "model" / "report.html").is_file()
+    assert w.validation_score("logreg") > 0.9
+    assert "logreg: balanced accuracy" in w.score.text() and "grouped by images" in w.score.text()
+    assert len(viewer.layers["f0 nuclei"].features) == len(truths["f0"])  # the measured table joined its layer
+    assert not w.heatmap_row.isVisibleTo(w)  # no PatchNet in this folder
+    # predict the third image, which the model never saw
+    w.target.choose(viewer.layers["f2 nuclei"])
+    assert w.predict() is not None
+    _done(qtbot, w)
+    assert errors == [], errors
+    out = viewer.layers["f2 classes"]
+    assert _colour_matches(out, class_colours(info["classes"]), truths["f2"]) > 0.9
+    feats = viewer.layers["f2 nuclei"].features
+    assert {"Predicted", "P_large", "P_small"} <= set(feats.columns) and len(feats) == len(truths["f2"])
+    assert np.allclose(feats["P_large"] + feats["P_small"], 1.0)
+    truth = feats["ObjectNumber"].map(truths["f2"])
+    assert (feats["Predicted"] == truth).mean() > 0.9
+    legend = [w.legend.item(i).text() for i in range(w.legend.count())]
+    n_large = int((feats["Predicted"] == "large").sum())
+    assert legend == [f"large: {n_large} nuclei", f"small: {len(feats) - n_large} nuclei"]
+    # the result layer is neither offered for training nor picked by default for the next prediction
+    from nucleoscope.napari._classify import ClassifyWidget
+
+    again = ClassifyWidget(viewer)
+    qtbot.addWidget(again)
+    assert again.target.currentText() == "f2 nuclei"
+    assert "f2 classes" not in [again.layers.item(i).text() for i in range(again.layers.count())]
+
+
+def test_classify_widget_trains_on_the_two_class_sample_as_opened(viewer, qtbot, tmp_path, errors, classify_widget):
+    from nucleoscope.napari._sample import two_class_field
+
+    w = classify_widget
+    _add(viewer, two_class_field(5))  # File > Open Sample: the classes are the table's TrueClass column
+    layer = viewer.layers["two_classes_5 nuclei"]
+    truth = dict(zip(layer.features["ObjectNumber"], layer.features["TrueClass"]))
+    w.set_layers([layer.name])
+    assert w.class_source.currentText() == "TrueClass"  # the table's one non-measurement column
+    w.out.setText(str(tmp_path / "model"))
+    assert w.train() is not None
+    _done(qtbot, w)
+    assert errors == [], errors
+    # one image: the folds cannot be grouped by image; they are by nucleus, and the widget says so
+    assert "grouped by nuclei" in w.score.text()
+    assert w.validation_score() > 0.9
+    # the layer was measured for the training; its classes stayed with their nuclei
+    feats = layer.features
+    assert "AreaShape_Area" in feats and dict(zip(feats["ObjectNumber"], feats["TrueClass"])) == truth
+    w.target.choose(layer)
+    assert w.predict() is not None
+    _done(qtbot, w)
+    assert (layer.features["Predicted"] == layer.features["TrueClass"]).mean() > 0.9
+    # a nucleus erased with the brush: the table no longer fits the labels, so it is measured again
+    layer.data = np.where(layer.data == 1, 0, layer.data)
+    assert w.predict() is not None
+    _done(qtbot, w)
+    assert errors == [], errors
+    assert list(layer.features["ObjectNumber"]) == sorted(set(truth) - {1})
+    assert (layer.features["Predicted"] == layer.features["TrueClass"]).mean() > 0.9
+
+
+def test_classify_widget_on_a_run_folder_predicts_as_classify_predict(viewer, qtbot, tmp_path, errors,
+                                                                     classify_widget):
+    import json
+
+    from nucleoscope.cli import main
+    from nucleoscope.io import write_image, write_labels
+    from nucleoscope.pipeline.classify import predict_runs
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    truths = {}
+    for i in range(3):
+        image, labels, truths[f"f{i}"] = _two_class_field(10 + i)
+        write_image(tmp_path / "img" / f"f{i}.tif", image)
+        write_labels(tmp_path / "lab" / f"f{i}.tif", labels)
+    run = tmp_path / "run"
+    assert main(["measure", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "-o", str(run), "-q",
+                 "--features", "shape"]) == 0
+    _add(viewer, get_reader(str(run))(str(run)))
+    w = classify_widget
+    assert w.runs.text() == str(run.resolve())  # the run folder the reader opened
+    w.source.setCurrentText("run folders")
+    w.class_source.setCurrentText("labels file…")
+    w.labels_file.setText(str(_labels_file(tmp_path / "classes.csv", truths)))
+    w.out.setText(str(tmp_path / "model"))
+    assert w.train() is not None
+    _done(qtbot, w)
+    assert errors == [], errors
+    info = json.loads((tmp_path / "model" / "model.json").read_text())
+    assert info["training"]["runs"] == [str(run.resolve())] and info["training"]["images"] == 3
+    assert w.validation_score() > 0.9
+    # the widget's prediction of f2 = classify predict's on the same run
+    w.target.choose(viewer.layers["f2 nuclei"])
+    assert w.predict() is not None
+    _done(qtbot, w)
+    assert errors == [], errors
+    pred, _ = predict_runs(tmp_path / "model", [run], tmp_path / "pred", keep_flagged=True)
+    ref = pred[pred["ImageName"] == "f2"].set_index("ObjectNumber").sort_index()
+    got = viewer.layers["f2 nuclei"].features.set_index("ObjectNumber").sort_index()
+    assert list(got.index) == list(ref.index) and len(ref) == len(truths["f2"])
+    assert (got["Predicted"] == ref["Predicted"]).all()
+    assert np.allclose(got[["P_large", "P_small"]], ref[["P_large", "P_small"]], rtol=0, atol=1e-12)
+    assert (ref["Predicted"] == ref.index.map(truths["f2"])).mean() > 0.9
+
+
+def test_classify_widget_cancel_writes_no_model(viewer, qtbot, tmp_path, errors, classify_widget):
+    w = classify_widget
+    image, labels, truth = _two_class_field(7)
+    viewer.add_image(image, name="c")
+    viewer.add_labels(labels, name="c nuclei", metadata={"source_image": "c"})
+    w.set_layers(["c nuclei"])
+    w.class_source.setCurrentText("labels file…")
+    w.labels_file.setText(str(_labels_file(tmp_path / "classes.csv", {"c": truth})))
+    w.out.setText(str(tmp_path / "model"))
+    assert w.train() is not None
+    w.cancel()  # honoured at the next step: before training, and long before saving
+    _done(qtbot, w)
+    assert w.status.text() == "cancelled" and errors == []
+    assert not (tmp_path / "model" / "model.json").exists() and w.train_button.isEnabled()
+
+
+def test_classify_widget_errors_are_notifications(viewer, qtbot, tmp_path, errors, classify_widget):
+    w = classify_widget
+    assert w.train() is None and "no Labels layer ticked" in errors[-1]
+    assert w.predict() is None and "no model loaded" in errors[-1]
+    assert w.load_model(tmp_path) is None and "no model.json" in errors[-1]
+    viewer.add_labels(np.zeros((16, 16), np.int32), name="x nuclei")  # no image, no table
+    w.set_layers(["x nuclei"])
+    w.class_source.setCurrentText("labels file…")
+    assert w.train() is None and "choose a labels file" in errors[-1]
+    w.labels_file.setText(str(_labels_file(tmp_path / "c.csv", {"x": {1: "a", 2: "b"}})))
+    (tmp_path / "afile").write_text("")
+    w.out.setText(str(tmp_path / "afile"))
+    assert w.train() is not None
+    _done(qtbot, w)
+    assert "is a file" in errors[-1]  # the model folder is checked before any work
+    w.out.setText(str(tmp_path / "m"))
+    assert w.train() is not None
+    _done(qtbot, w)
+    assert "no measurements and no image layer" in errors[-1]
+    w.source.setCurrentText("run folders")
+    assert w.train() is None and "no run folder" in errors[-1]
+
+
+def test_classify_widget_patchnet_heatmap_and_prediction(viewer, qtbot, tmp_path, errors, classify_widget):
+    pytest.importorskip("nucleoscope.classify.patchnet")
+    from nucleoscope.classify.patchnet import PatchNetClassifier
+    from nucleoscope.cli import main
+    from nucleoscope.io import write_image, write_labels
+    from nucleoscope.pipeline.classify import predict_runs
+
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    truths = {}
+    for i in range(2):  # two images: the fewest grouped folds can use
+        image, labels, truths[f"f{i}"] = _two_class_field(20 + i)
+        write_image(tmp_path / "img" / f"f{i}.tif", image)
+        write_labels(tmp_path / "lab" / f"f{i}.tif", labels)
+    run, model = tmp_path / "run", tmp_path / "model"
+    assert main(["measure", str(tmp_path / "img"), "--labels", str(tmp_path / "lab"), "-o", str(run), "-q",
+                 "--features", "shape"]) == 0
+    # one epoch: this test checks what the widget shows against PatchNet itself, not how well it learns
+    assert main(["classify", "train", str(run), "--labels", str(_labels_file(tmp_path / "c.csv", truths)),
+                 "-o", str(model), "--model", "logreg,patchnet", "--epochs", "1", "--crop-size", "48",
+                 "--ablation", "none", "--no-embedding", "--network-folds", "1", "-q"]) == 0
+    _add(viewer, get_reader(str(run))(str(run)))
+    w = classify_widget
+    assert w.load_model(model) is not None
+    assert w.heatmap_row.isVisibleTo(w) and w.heatmap.isChecked()
+    assert "patchnet" in [w.predict_model.itemText(i) for i in range(w.predict_model.count())]
+    w.target.choose(viewer.layers["f1 nuclei"])
+    w.predict_model.setCurrentText("patchnet")
+    w.heatmap_class.setCurrentText("large")
+    assert w.predict() is not None
+    _done(qtbot, w, 300_000)
+    assert errors == [], errors
+    labels = np.asarray(viewer.layers["f1 nuclei"].data)
+    maps = w.maps
+    assert maps.shape == (2, *labels.shape) and maps.dtype == np.float32
+    assert np.isnan(maps[:, labels == 0]).all()
+    inside = np.isfinite(maps[0]) & (labels > 0)
+    assert inside.mean() > 0.5 * (labels > 0).mean() and np.allclose(maps[:, inside].sum(axis=0), 1.0, atol=1e-4)
+    image = np.asarray(viewer.layers["f1"].data, np.float32)
+    direct = PatchNetClassifier.load(model / "patchnet").image_heatmap(image, labels)
+    assert np.allclose(maps, direct, equal_nan=True)  # what PatchNet computes, shown as it is
+    layer = viewer.layers["f1 heat-map"]
+    assert np.array_equal(layer.data, maps[0], equal_nan=True) and layer.metadata["class"] == "large"
+    w.heatmap_class.setCurrentText("small")
+    assert np.array_equal(layer.data, maps[1], equal_nan=True) and layer.metadata["class"] == "small"
+    # the PatchNet's per-nucleus prediction in the widget = classify predict --model patchnet
+    pred, _ = predict_runs(model, [run], tmp_path / "pred", model="patchnet", keep_flagged=True)
+    ref = pred[pred["ImageName"] == "f1"].set_index("ObjectNumber").sort_index()
+    got = viewer.layers["f1 nuclei"].features.dropna(subset=["Predicted"]).set_index("ObjectNumber").sort_index()
+    assert list(got.index) == list(ref.index) and len(ref) > 0.9 * len(truths["f1"])
+    assert (got["Predicted"] == ref["Predicted"]).all()
+    assert np.allclose(got[["P_large", "P_small"]], ref[["P_large", "P_small"]], rtol=0, atol=1e-6)

@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("napari")
 
 HERE = Path(__file__).resolve().parent
-STEPS = ["01_open_sample", "02_segment", "03_fix_merge", "04_measure", "05_train", "06_next_image"]
+STEPS = ["01_open_sample", "02_segment", "03_fix_merge", "04_measure", "05_train", "06_next_image", "07_classify"]
 
 
 @pytest.mark.slow
@@ -49,3 +49,6 @@ def test_walkthrough_screenshots(tmp_path):
     nxt = steps["06_next_image"]
     assert nxt["model"] == steps["05_train"]["model"]  # segmented with the fine-tuned model
     assert abs(nxt["nuclei"] - nxt["truth"]) <= 15  # IXMtest_C09_s7: 164 annotated nuclei
+    cls = steps["07_classify"]
+    assert cls["validation"] > 0.9 and cls["right"] > 0.9  # logreg on the two-class sample, an unseen image
+    assert [x.split(":")[0] for x in cls["legend"]] == ["large", "small"]

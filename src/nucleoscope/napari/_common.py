@@ -50,11 +50,14 @@ class LayerChoice(QComboBox):
         The viewer (a :class:`napari.Viewer` or, in tests, its model).
     kind : type
         :class:`napari.layers.Image` or :class:`napari.layers.Labels`.
+    exclude : tuple of str
+        Layers whose names end so are listed but never chosen by default (overlays, results).
     """
 
-    def __init__(self, viewer: Any, kind: type[Layer], parent: Any = None) -> None:
+    def __init__(self, viewer: Any, kind: type[Layer], parent: Any = None, *,
+                 exclude: tuple[str, ...] = (FLAGGED_SUFFIX,)) -> None:
         super().__init__(parent)
-        self.viewer, self.kind = viewer, kind
+        self.viewer, self.kind, self.exclude = viewer, kind, tuple(exclude)
         self._watched: set[int] = set()  # ids of the layers whose renames this box follows
         viewer.layers.events.inserted.connect(self.refresh)
         viewer.layers.events.removed.connect(self.refresh)
@@ -84,11 +87,12 @@ class LayerChoice(QComboBox):
             self.currentIndexChanged.emit(self.currentIndex())
 
     def _default(self, names: list[str]) -> str:
-        """The active layer when it is of this type, else the newest that is not a QC-flagged overlay."""
+        """The active layer when it is of this type, else the newest that is not an overlay (a QC-flagged
+        one, or what ``exclude`` names)."""
         active = self.viewer.layers.selection.active
-        if isinstance(active, self.kind) and active.name in names:
+        if isinstance(active, self.kind) and active.name in names and not active.name.endswith(self.exclude):
             return active.name
-        plain = [n for n in names if not n.endswith(FLAGGED_SUFFIX)]
+        plain = [n for n in names if not n.endswith(self.exclude)]
         return (plain or names)[-1]
 
     def layer(self) -> Layer | None:

@@ -1,8 +1,9 @@
 """The reader: ``nucleoscope run`` output folders, TIFF / OME-TIFF, and OME-Zarr, through :mod:`nucleoscope.io`.
 
-A run folder (``run.json`` + ``labels/``) opens every image it analysed: the image (read again from the
-path in ``images.csv``, when it is still there), its labels as ``"<image> nuclei"`` with its rows of
-``nuclei.parquet`` as the layer's features, and its QC-flagged nuclei. An OME-Zarr store opens its image
+A run folder (``run.json`` + ``labels/``, or a ``measure`` folder, whose labels stay at ``images.csv``'s
+``LabelsPath``) opens every image it analysed: the image (read again from the path in ``images.csv``,
+when it is still there), its labels as ``"<image> nuclei"`` with its rows of ``nuclei.parquet`` as the
+layer's features (and the folder as ``metadata["run_dir"]``), and its QC-flagged nuclei. An OME-Zarr store opens its image
 and its image-labels (``--ome-zarr`` stores hold both).
 """
 
@@ -27,7 +28,25 @@ _TIFF = (".tif", ".tiff")
 
 
 def _is_run_folder(p: Path) -> bool:
-    return p.is_dir() and (p / "run.json").is_file() and (p / "labels").is_dir()
+    """A ``run`` output folder (``labels/``), or a ``measure`` one (its labels stay where they were:
+    ``images.csv``'s ``LabelsPath``)."""
+    return p.is_dir() and (p / "run.json").is_file() and ((p / "labels").is_dir() or (p / "images.csv").is_file())
+
+
+def _label_files(root: Path, images: Any) -> list[tuple[str, Path]]:
+    """(image name, label image) of every image a run folder analysed."""
+    own = sorted((root / "labels").glob("*.tif"))
+    if own or images is None or "LabelsPath" not in images:
+        return [(f.stem, f) for f in own]
+    ok = images[images["Status"] == "ok"] if "Status" in images else images
+    out = []
+    for name, lp in zip(ok["ImageName"].astype(str), ok["LabelsPath"].astype(str)):
+        p = Path(lp) if Path(lp).is_absolute() else root / lp
+        if p.is_file():
+            out.append((name, p))
+        else:
+            log.warning("%s: its labels %s are not there any more", name, p)
+    return out
 
 
 def _is_zarr(p: Path) -> bool:
@@ -49,11 +68,14 @@ def _image_layer(img: Any, name: str | None = None) -> LayerData:
     return (img.data, {"name": name or img.name, "metadata": meta, "scale": (s, s) if s else (1.0, 1.0)}, "image")
 
 
-def _labels_layers(labels: np.ndarray, name: str, spacing: float | None, table: Any = None) -> list[LayerData]:
+def _labels_layers(labels: np.ndarray, name: str, spacing: float | None, table: Any = None,
+                   run_dir: Path | None = None) -> list[LayerData]:
     from ._common import FLAGGED_SUFFIX, LABELS_SUFFIX, _flagged_colormap
 
     scale = (spacing, spacing) if spacing else (1.0, 1.0)
     meta = {"source_image": name, "spacing_um": spacing}
+    if run_dir is not None:  # the Classify widget trains on (and predicts) the run's own table
+        meta["run_dir"] = str(run_dir)
     attrs: dict = {"name": name + LABELS_SUFFIX, "metadata": meta, "scale": scale}
     out = []
     if table is not None:
@@ -79,14 +101,16 @@ def read_run_folder(folder: str | os.PathLike) -> list[LayerData]:
     from .. import io
 
     root = Path(folder)
-    label_files = sorted((root / "labels").glob("*.tif"))
-    if not label_files:
-        raise InputError("this run folder holds no labels/*.tif (did the run finish an image?)", path=root)
     table = io.read_table(root / "nuclei.parquet") if (root / "nuclei.parquet").is_file() else None
-    images = io.read_table(root / "images.csv") if (root / "images.csv").is_file() else None
+    images = io.read_table(root / "images.csv", dtype={"ImageName": str}) if (root / "images.csv").is_file() else None
+    label_files = _label_files(root, images)
+    if not label_files:
+        raise InputError("this run folder holds no labels/*.tif and names no label image that is still there "
+                         "(did the run finish an image?)", path=root)
+    if table is not None:
+        table["ImageName"] = table["ImageName"].astype(str)
     layers: list[LayerData] = []
-    for lf in label_files:
-        name = lf.stem
+    for name, lf in label_files:
         spacing = None
         row = images[images["ImageName"] == name] if images is not None else None
         if row is not None and len(row):
@@ -109,7 +133,7 @@ def read_run_folder(folder: str | os.PathLike) -> list[LayerData]:
         rows = None
         if table is not None:
             rows = table[table["ImageName"] == name].drop(columns=["ImageName"]).reset_index(drop=True)
-        layers += _labels_layers(io.read_labels(lf), name, spacing, rows)
+        layers += _labels_layers(io.read_labels(lf), name, spacing, rows, run_dir=root.resolve())
     return layers
 
 

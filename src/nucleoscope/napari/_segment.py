@@ -8,6 +8,7 @@ keyword arguments and the result into layers.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 from napari.layers import Image
 from napari.qt.threading import create_worker
-from qtpy.QtCore import Signal
+from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                             QProgressBar, QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
@@ -42,12 +43,22 @@ def _spin(low: float, high: float, value: float, step: float, special: str | Non
     return box
 
 
-def _analyze_steps(image: np.ndarray, kwargs: dict):
-    """The worker: one :func:`analyze` call between two progress reports (a generator, so a cancel
-    is honoured as soon as the running step returns)."""
+class Cancelled(Exception):
+    """Raised inside :func:`analyze` (by its progress hook) when the user cancels."""
+
+
+class _Relay(QObject):
+    """Carries :func:`analyze`'s progress from the worker thread to the GUI thread (a queued signal)."""
+
+    step = Signal(int, int, str)
+
+
+def _analyze_steps(image: np.ndarray, kwargs: dict, on_progress: Any = None):
+    """The worker: one :func:`analyze` call, reporting its steps (tiles, QC, measuring) through
+    ``on_progress``, which raises :class:`Cancelled` to stop it between two of them."""
     yield "segmenting"
     t0 = time.perf_counter()
-    result = analyze(image, **kwargs)
+    result = analyze(image, **kwargs, on_progress=on_progress)
     yield "done"
     return result, time.perf_counter() - t0
 
@@ -75,6 +86,10 @@ class SegmentWidget(QWidget):
         self.viewer = napari_viewer
         self.worker: Any = None
         self.last_seconds: float | None = None
+        self.steps: list[tuple[int, int, str]] = []  # the running analysis's progress reports
+        self._stop = threading.Event()
+        self._relay = _Relay()
+        self._relay.step.connect(self._on_progress)
         form = QFormLayout()
         self.image = LayerChoice(napari_viewer, Image)
         form.addRow("image", self.image)
@@ -206,25 +221,51 @@ class SegmentWidget(QWidget):
         except Exception as exc:  # noqa: BLE001 - shown to the user
             self.status.setText(report_error("Segment", exc))
             return None
-        worker = create_worker(_analyze_steps, data, kwargs, _start_thread=False, _ignore_errors=True)
+        self._stop.clear()
+        self.steps = []
+        worker = create_worker(_analyze_steps, data, kwargs, self._check_progress, _start_thread=False,
+                               _ignore_errors=True)
         worker.yielded.connect(self._on_step)
         worker.returned.connect(lambda r, layer=layer, kw=kwargs: self._on_result(layer, kw, *r))
-        worker.errored.connect(lambda exc: self.status.setText(report_error("Segment", exc)))
+        worker.errored.connect(self._on_error)
         worker.aborted.connect(lambda: self.status.setText("cancelled"))
         worker.finished.connect(self._on_finished)
         self.worker = worker
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.progress.setRange(0, 0)  # busy: the segmenter reports no fraction
+        self.progress.setRange(0, 0)  # busy until the first step is done (one segmenter call reports nothing)
         self.status.setText(f"segmenting {layer.name} ({kwargs['method']}) …")
         worker.start()
         return worker
 
+    def _check_progress(self, done: int, total: int, step: str) -> None:
+        """``on_progress`` of :func:`analyze`, in the worker thread: report the step, honour a cancel."""
+        self._relay.step.emit(done, total, step)
+        if self._stop.is_set():
+            raise Cancelled()
+
     def cancel(self) -> None:
-        """Stop the running segmentation: its result is discarded (the step in flight finishes first)."""
+        """Stop the running segmentation at its next step (between tiles, before QC, before measuring);
+        nothing is shown."""
         if self.worker is not None:
+            self._stop.set()
             self.worker.quit()
             self.status.setText("cancelling …")
+
+    def _on_progress(self, done: int, total: int, step: str) -> None:
+        self.steps.append((done, total, step))
+        if done == 0:  # a step started, none finished: stay busy
+            return
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+        if self.worker is not None and not self._stop.is_set():
+            self.status.setText(f"{step} …")
+
+    def _on_error(self, exc: BaseException) -> None:
+        if isinstance(exc, Cancelled):
+            self.status.setText("cancelled")
+        else:
+            self.status.setText(report_error("Segment", exc))
 
     def _on_step(self, step: str) -> None:
         if step == "done":

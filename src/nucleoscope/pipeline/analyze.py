@@ -8,6 +8,7 @@ sees. Images larger than ``tile_size`` are segmented in overlapping tiles
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,13 +90,13 @@ def check_sizes(shape: tuple[int, ...], scale: float, diameter: float | None) ->
 
 
 def _segment(image: np.ndarray, method: str, spacing: float | None, diameter: float | None,
-             options: dict, tile_size: int | None):
+             options: dict, tile_size: int | None, on_tile: Callable[[int, int], None] | None = None):
     from ..segment import segment
     from ..segment.tiled import needs_tiling, segment_large
 
     if tile_size and needs_tiling(image.shape, tile_size):
         return segment_large(image, method=method, spacing=spacing, diameter=diameter, tile_size=tile_size,
-                             **options)
+                             on_tile=on_tile, **options)
     return segment(image, method=method, spacing=spacing, diameter=diameter, **options)
 
 
@@ -103,7 +104,8 @@ def analyze(image: np.ndarray, *, spacing: float | None = None, saturation: floa
             method: str = "otsu", feature_set: str = "default", qc: QCConfig = QCConfig(),
             drop_flagged_nuclei: bool = False, diameter: float | None = None, diameter_um: float | None = None,
             segment_options: dict | None = None, scale: float = 1.0,
-            tile_size: int | None = None) -> AnalysisResult:
+            tile_size: int | None = None,
+            on_progress: Callable[[int, int, str], None] | None = None) -> AnalysisResult:
     """Segment, quality-check and measure the nuclei of one image.
 
     Parameters
@@ -135,6 +137,10 @@ def analyze(image: np.ndarray, *, spacing: float | None = None, saturation: floa
     tile_size : int, optional
         Segment images with a side over this many px (of the image the segmenter sees) in overlapping
         tiles (:func:`nucleoscope.segment.tiled.segment_large`); ``None`` never tiles.
+    on_progress : callable, optional
+        ``on_progress(done, total, step)`` as the work goes: the steps are segmenting (one per tile
+        when tiled), quality control and measuring, so ``done / total`` is the fraction of steps done.
+        An exception it raises stops the analysis there and propagates (a cancel between tiles or steps).
 
     Returns
     -------
@@ -151,8 +157,18 @@ def analyze(image: np.ndarray, *, spacing: float | None = None, saturation: floa
     check_sizes(image.shape, scale, d)
     if saturation is None:
         saturation = float(image.max()) if image.size else 1.0
+
+    def report(done: int, total: int, step: str) -> None:
+        if on_progress is not None:
+            on_progress(done, total, step)
+
+    def on_tile(done: int, total: int) -> None:  # tiles, then QC and measuring
+        report(done, total + 2, f"segmenting: tile {done} of {total}")
+
+    tile_hook = on_tile if on_progress is not None else None
+    report(0, 3, "segmenting")
     if scale == 1.0:
-        labels, details = _segment(image, method, spacing, d, options, tile_size)
+        labels, details = _segment(image, method, spacing, d, options, tile_size, tile_hook)
     else:
         from ..postprocess import relabel
         from ..rescale import segment_rescaled
@@ -161,18 +177,22 @@ def analyze(image: np.ndarray, *, spacing: float | None = None, saturation: floa
 
         def _segment_small(small: np.ndarray) -> np.ndarray:
             lab, det = _segment(small, method, spacing / scale if spacing else None,
-                                d * scale if d is not None else None, options, tile_size)
+                                d * scale if d is not None else None, options, tile_size, tile_hook)
             found.append(det)
             return lab
 
         labels = relabel(segment_rescaled(image, _segment_small, scale))
         details = found[0]
+    n = max(int(getattr(details, "n_tiles", 0) or 0), 1)  # segmenting steps done
+    report(n, n + 2, "quality control")
     flags = qc_flags(image, labels, saturation=saturation, config=qc)
     if drop_flagged_nuclei and len(flags):
         labels = drop_flagged(labels, flags)
         flags = flags[~flags["QC_Flagged"]].reset_index(drop=True)
-    return AnalysisResult(labels=labels, table=_measure(image, labels, flags, spacing, feature_set, saturation),
-                          details=details)
+    report(n + 1, n + 2, "measuring")
+    table = _measure(image, labels, flags, spacing, feature_set, saturation)
+    report(n + 2, n + 2, "done")
+    return AnalysisResult(labels=labels, table=table, details=details)
 
 
 def _measure(image: np.ndarray, labels: np.ndarray, flags: pd.DataFrame, spacing: float | None,

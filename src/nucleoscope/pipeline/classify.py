@@ -36,8 +36,9 @@ from ..classify.table import feature_matrix
 from ..classify.train import NETWORK_MODELS, NucleusData, TrainConfig, TrainResult, network_proba, train_all
 from ..classify.validation import image_means
 
-__all__ = ["read_runs", "load_nuclei", "train_classifier", "load_model", "predict_runs", "MODEL_FORMAT",
-           "DEFAULT_CROP", "DEFAULT_PATCH"]
+__all__ = ["read_runs", "load_nuclei", "image_nuclei", "train_classifier", "training_provenance", "output_folder",
+           "save_model", "load_model", "model_name", "predict_proba", "prediction_table", "predict_runs",
+           "MODEL_FORMAT", "DEFAULT_CROP", "DEFAULT_PATCH"]
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +112,15 @@ def _labels_path(run_dir: Path, rec: pd.Series) -> Path:
     raise InputError(f"no label image for {rec['ImageName']!r}", path=run_dir)
 
 
+def _cut_windows(image: np.ndarray, labels: np.ndarray, kind: str, size: int, *, saturation: float | None = None):
+    """The crops (one per nucleus) or patches (stride half their side) of one image's nuclei."""
+    from ..features import nucleus_crops, nucleus_patches
+
+    if kind == "crops":
+        return nucleus_crops(image, labels, size=size)
+    return nucleus_patches(image, labels, size=size, stride=max(size // 2, 1), saturation=saturation)
+
+
 def _windows_of_run(run_dir: Path, names: set[str], kind: str, size: int) -> dict[str, Any]:
     """Crops or patches of a run's images: from its HDF5 file when the size matches, else cut now."""
     from ..io.hdf5 import read_crops_h5
@@ -123,8 +133,6 @@ def _windows_of_run(run_dir: Path, names: set[str], kind: str, size: int) -> dic
             keep = np.isin(img_names, list(names))
             return {"images": np.asarray(d["images"])[keep], "masks": np.asarray(d["masks"])[keep].astype(bool),
                     "image": img_names[keep], "object": np.asarray(d["object_number"])[keep]}
-    from ..features import nucleus_crops, nucleus_patches
-
     info = _run_json(run_dir)
     params = info.get("parameters", {})
     recs = io.read_table(run_dir / "images.csv", dtype={"ImageName": str})
@@ -133,8 +141,7 @@ def _windows_of_run(run_dir: Path, names: set[str], kind: str, size: int) -> dic
     for _, r in recs.iterrows():
         img = io.read_image(_image_path(run_dir, r, info), channel=params.get("channel"), plane=params.get("plane"))
         labels = io.read_labels(_labels_path(run_dir, r))
-        w = (nucleus_crops(img.data, labels, size=size) if kind == "crops" else
-             nucleus_patches(img.data, labels, size=size, stride=max(size // 2, 1), saturation=img.saturation))
+        w = _cut_windows(img.data, labels, kind, size, saturation=img.saturation)
         parts["images"].append(w.images)
         parts["masks"].append(w.masks)
         parts["image"].append(np.full(len(w), str(r["ImageName"]), dtype=object))
@@ -207,8 +214,56 @@ def load_nuclei(run_dirs: Sequence[str | os.PathLike], *, labels: str | os.PathL
     return data
 
 
+def image_nuclei(table: pd.DataFrame, image: np.ndarray, labels: np.ndarray, *, columns: Sequence[str],
+                 crops: int = 0, patches: int = 0, saturation: float | None = None) -> NucleusData:
+    """One image's nuclei as :class:`~nucleoscope.classify.train.NucleusData` to predict, with crops
+    and patches cut as :func:`predict_runs` cuts them from a run's images.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        The image's nuclei table (``ImageName``, ``ObjectNumber``, measurements).
+    image, labels : (Y, X) ndarray
+        The image (as acquired) and its labels.
+    columns : sequence of str
+        The model's feature columns.
+    crops, patches : int
+        Side of the crops / patches to attach (0: none).
+    saturation : float, optional
+        Detector full scale (patches of saturated pixels are left out).
+
+    Raises
+    ------
+    InputError
+        A feature column is missing (named).
+    """
+    table = table.reset_index(drop=True)
+    X, cols = feature_matrix(table, columns)
+    data = NucleusData(table.assign(Class="", Group=table["ImageName"].astype(str)), X, cols)
+
+    def rows_of(w) -> np.ndarray:
+        row = {int(o): i for i, o in enumerate(data.table["ObjectNumber"])}
+        return np.array([row.get(int(o), -1) for o in w.object_numbers], dtype=np.int64)
+
+    if crops:
+        w = _cut_windows(image, labels, "crops", crops, saturation=saturation)
+        r = rows_of(w)
+        ok = np.flatnonzero(r >= 0)
+        ok = ok[np.argsort(r[ok], kind="stable")]
+        rows = r[ok]
+        if len(rows) < len(data.table):
+            log.warning("%d nuclei have no crop and are left out", len(data.table) - len(rows))
+        data = NucleusData(data.table.iloc[rows].reset_index(drop=True), X[rows], cols, w.images[ok],
+                           w.masks[ok].astype(bool))
+    if patches:
+        w = _cut_windows(image, labels, "patches", patches, saturation=saturation)
+        r = rows_of(w)
+        data.patches, data.patch_row = w.images[r >= 0], r[r >= 0]
+    return data
+
+
 # -- training ----------------------------------------------------------------------------------------
-def _output_folder(out: str | os.PathLike, first: str) -> Path:
+def output_folder(out: str | os.PathLike, first: str) -> Path:
     """The output folder, checked writable before any work (a file of that name is an error)."""
     if Path(out).is_file():
         raise InputError("is a file; -o names the output folder", path=out)
@@ -246,7 +301,7 @@ def train_classifier(run_dirs: Sequence[str | os.PathLike], labels: str | os.Pat
     -------
     TrainResult
     """
-    out = _output_folder(out, "model.json")
+    out = output_folder(out, "model.json")
     started = _dt.datetime.now(_dt.timezone.utc)
     t0 = time.perf_counter()
     nets = [m for m in config.models if m in NETWORK_MODELS]
@@ -259,6 +314,55 @@ def train_classifier(run_dirs: Sequence[str | os.PathLike], labels: str | os.Pat
                        drop_flagged=drop_flagged, crops=crop_size if nets else 0,  # patchnet: crops for its heat-maps
                        patches=patch_size if "patchnet" in nets else 0)
     res = train_all(data, config, show_progress=show_progress)
+    provenance = training_provenance(run_dirs, labels, class_column=class_column, group_column=group_column,
+                                     drop_flagged=drop_flagged, command=command)
+    save_model(out, res, data, config, provenance=provenance, started=started,
+               seconds=time.perf_counter() - t0, crop_size=crop_size, patch_size=patch_size)
+    return res
+
+
+def training_provenance(run_dirs: Sequence[str | os.PathLike], labels: str | os.PathLike, *,
+                        class_column: str | None = None, group_column: str | None = None, drop_flagged: bool = True,
+                        command: str | None = None) -> dict[str, Any]:
+    """Where a training on runs came from: the first entries of ``model.json``'s ``training``."""
+    return {"command": command or " ".join(sys.argv), "cwd": os.getcwd(),
+            "runs": [os.fspath(r) for r in run_dirs], "labels": os.fspath(labels),
+            "class_column": class_column, "group_column": group_column, "drop_flagged": drop_flagged}
+
+
+def save_model(out: str | os.PathLike, res: TrainResult, data: NucleusData, config: TrainConfig, *,
+               provenance: dict[str, Any], started: _dt.datetime | None = None, seconds: float | None = None,
+               crop_size: int = DEFAULT_CROP, patch_size: int = DEFAULT_PATCH) -> dict[str, Any]:
+    """Write a trained :class:`~nucleoscope.classify.train.TrainResult` as a model folder.
+
+    The folder ``classify train`` writes (networks, ``validation/``, ``report.html``, then ``model.json``
+    last), whoever trained it: :func:`train_classifier`, or the napari Classify widget on its layers.
+
+    Parameters
+    ----------
+    out : path
+        The model folder (checked writable here; made when missing).
+    res, data, config
+        What :func:`~nucleoscope.classify.train.train_all` returned, was given, and was configured with.
+    provenance : dict
+        Where the training came from (``command``, ``cwd``, ``runs``, ``labels``, ...): the first entries
+        of ``model.json``'s ``training``.
+    started : datetime, optional
+        When the training started (default: now).
+    seconds : float, optional
+        How long it took, reading included (default: the models' own seconds).
+    crop_size, patch_size : int
+        The networks' window sizes, recorded for prediction.
+
+    Returns
+    -------
+    dict
+        The content of ``model.json``.
+    """
+    out = output_folder(out, "model.json")
+    started = started or _dt.datetime.now(_dt.timezone.utc)
+    seconds = float(sum(res.seconds.values()) if seconds is None else seconds)
+    nets = [m for m in config.models if m in NETWORK_MODELS]
     out.mkdir(parents=True, exist_ok=True)
     for name in nets:
         res.models[name].save(out / name)
@@ -271,13 +375,11 @@ def train_classifier(run_dirs: Sequence[str | os.PathLike], labels: str | os.Pat
                          "patch_size": patch_size if k == "patchnet" else None} for k in nets},
         "validation": {k: r.summary() for k, r in res.validation.items()},
         "folds": len(res.folds),
-        "training": {"command": command or " ".join(sys.argv), "cwd": os.getcwd(),
-                     "runs": [os.fspath(r) for r in run_dirs], "labels": os.fspath(labels),
-                     "class_column": class_column, "group_column": group_column, "drop_flagged": drop_flagged,
+        "training": {**provenance,
                      "config": asdict(config), "nuclei": len(data.table),
                      "images": int(data.table["ImageName"].nunique()),
                      "class_counts": data.table["Class"].value_counts().sort_index().to_dict(),
-                     "started": started.isoformat(), "seconds": round(time.perf_counter() - t0, 2),
+                     "started": started.isoformat(), "seconds": round(seconds, 2),
                      "model_seconds": {k: round(v, 2) for k, v in res.seconds.items()},
                      "nucleoscope_version": __version__, "python": platform.python_version(),
                      "platform": platform.platform()},
@@ -293,7 +395,7 @@ def train_classifier(run_dirs: Sequence[str | os.PathLike], labels: str | os.Pat
         import shutil
 
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
-    return res
+    return info
 
 
 # -- prediction --------------------------------------------------------------------------------------
@@ -321,6 +423,39 @@ def _load_network(model_dir: Path, kind: str):
     return Net.load(model_dir / kind)
 
 
+def model_name(info: dict[str, Any], model: str | None, model_dir: str | os.PathLike) -> str:
+    """The model of a loaded folder to predict with: ``model``, or the one chosen at training (``best``).
+
+    Raises
+    ------
+    InputError
+        ``model`` is not in the folder (the ones it has are named).
+    """
+    name = model or info["best"]
+    available = list(info["loaded"]) + list(info.get("networks", {}))
+    if name not in available:
+        raise InputError(f"model {name!r} is not in this folder (has {', '.join(available)})", path=model_dir)
+    return name
+
+
+def predict_proba(info: dict[str, Any], model_dir: str | os.PathLike, name: str, data: NucleusData) -> np.ndarray:
+    """(N, K) class probabilities of the folder's model ``name`` for the nuclei of ``data`` (its ``X``
+    for a feature model, its crops or patches for a network), columns in ``info["classes"]`` order."""
+    if name in info["loaded"]:
+        return info["loaded"][name].predict_proba(data.X)
+    return network_proba(name, _load_network(Path(model_dir), name), data, np.arange(len(data.table)))
+
+
+def prediction_table(table: pd.DataFrame, proba: np.ndarray, classes: Sequence[str]) -> pd.DataFrame:
+    """``ImageName, ObjectNumber, Predicted, P_<class>...``: one row per row of ``table``."""
+    pred = pd.DataFrame({"ImageName": table["ImageName"].to_numpy(),
+                         "ObjectNumber": table["ObjectNumber"].to_numpy(),
+                         "Predicted": np.asarray(classes)[np.argmax(proba, axis=1)]})
+    for i, c in enumerate(classes):
+        pred[f"P_{c}"] = proba[:, i]
+    return pred
+
+
 def predict_runs(model_dir: str | os.PathLike, run_dirs: Sequence[str | os.PathLike], out: str | os.PathLike, *,
                  model: str | None = None, keep_flagged: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Predict the class of every nucleus of the runs; write ``OUT/predictions.csv`` and
@@ -341,25 +476,15 @@ def predict_runs(model_dir: str | os.PathLike, run_dirs: Sequence[str | os.PathL
     predictions, image_predictions : pandas.DataFrame
     """
     model_dir = Path(model_dir)
-    out = _output_folder(out, "predictions.csv")
+    out = output_folder(out, "predictions.csv")
     info = load_model(model_dir)
-    name = model or info["best"]
-    available = list(info["loaded"]) + list(info.get("networks", {}))
-    if name not in available:
-        raise InputError(f"model {name!r} is not in this folder (has {', '.join(available)})", path=model_dir)
+    name = model_name(info, model, model_dir)
     classes = list(info["classes"])
     net = info.get("networks", {}).get(name)
     data = load_nuclei(run_dirs, drop_flagged=not keep_flagged, columns=info["feature_columns"],
                        crops=(net or {}).get("crop_size") or 0, patches=(net or {}).get("patch_size") or 0)
-    if name in info["loaded"]:
-        proba = info["loaded"][name].predict_proba(data.X)
-    else:
-        proba = network_proba(name, _load_network(model_dir, name), data, np.arange(len(data.table)))
-    pred = pd.DataFrame({"ImageName": data.table["ImageName"].to_numpy(),
-                         "ObjectNumber": data.table["ObjectNumber"].to_numpy(),
-                         "Predicted": np.asarray(classes)[np.argmax(proba, axis=1)]})
-    for i, c in enumerate(classes):
-        pred[f"P_{c}"] = proba[:, i]
+    proba = predict_proba(info, model_dir, name, data)
+    pred = prediction_table(data.table, proba, classes)
     flagged = (data.table["QC_Flagged"].fillna(0).astype(int).to_numpy() == 1
                if "QC_Flagged" in data.table.columns else np.zeros(len(pred), bool))
     if keep_flagged:

@@ -25,6 +25,7 @@ also gathers one float32 copy of the smoothed image while the threshold is plann
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +126,7 @@ def _plan_diameter(image: np.ndarray, method: str, spacing: float | None, option
 
 def segment_large(image: np.ndarray, *, method: str, spacing: float | None = None,
                   diameter: float | None = None, tile_size: int = 4096,
+                  on_tile: Callable[[int, int], None] | None = None,
                   **options: Any) -> tuple[np.ndarray, TiledDetails]:
     """Segment a (Y, X) image of any size in overlapping tiles with one segmenter of the contract.
 
@@ -139,6 +141,9 @@ def segment_large(image: np.ndarray, *, method: str, spacing: float | None = Non
         Typical nucleus diameter in px; default: planned on crops (see the module docstring).
     tile_size : int
         Tile side in px.
+    on_tile : callable, optional
+        ``on_tile(done, total)`` after each tile is segmented (a progress bar); an exception it raises
+        stops the segmentation there and propagates (a cancel).
     **options
         The method's own options, given to every tile.
 
@@ -199,7 +204,11 @@ def segment_large(image: np.ndarray, *, method: str, spacing: float | None = Non
             if w not in warnings:
                 warnings.append(w)
         n_tiles += 1
+        if on_tile is not None:
+            on_tile(n_tiles, total)
         return labels
+
+    total = sum(1 for _ in iter_tiles(image.shape, tiling)) if on_tile is not None else 0
 
     t = time.perf_counter()
     labels = segment_tiled(image, run_tile, tiling)
