@@ -119,6 +119,25 @@ def test_array_models_equal_scikit_learn():
     np.testing.assert_allclose(f.predict_proba(X), rf.predict_proba(Z), atol=1e-12)
 
 
+@pytest.mark.parametrize("kind", ["logreg", "svm"])
+def test_auto_C_is_chosen_on_grouped_inner_folds(kind):
+    """Few nuclei, one informative feature among 60 noise features: the inner search regularises harder
+    than C = 1, records every C's inner score, and the choice survives the JSON round trip."""
+    from nucleoscope.classify.linear import C_GRID
+
+    df, X = _blobs(n_images=8, per_image=6, shift=1.5, n_feat=61, seed=2)
+    y, g = df["Class"].to_numpy(), df["Group"].to_numpy()
+    m = FeatureClassifier(kind, C="auto").fit(X, y, groups=g)
+    search = m.params_["search"]
+    assert set(search["scores"]) == {str(c) for c in C_GRID}
+    best = search["best"]["C"]
+    assert search["score"] == max(search["scores"].values()) and best < 1.0
+    ref = FeatureClassifier(kind, C=best).fit(X, y)
+    np.testing.assert_allclose(m.predict_proba(X), ref.predict_proba(X), atol=1e-9)
+    back = FeatureClassifier.from_dict(json.loads(json.dumps(m.to_dict())))
+    np.testing.assert_allclose(back.predict_proba(X), m.predict_proba(X), atol=1e-12)
+
+
 def test_unknown_kind_and_wrong_width():
     df, X = _blobs()
     with pytest.raises(InputError, match="unknown model"):
@@ -241,8 +260,9 @@ def test_classify_train_and_predict_end_to_end(measured_run, tmp_path):
     r = measured_run
     model = tmp_path / "model"
     assert main(["classify", "train", str(r / "run"), "--labels", str(r / "labels.csv"), "-o", str(model),
-                 "--model", "logreg,svm", "--set-column", "plate", "-q"]) == 0
+                 "--model", "logreg,svm", "--set-column", "plate", "--C", "auto", "-q"]) == 0
     info = json.loads((model / "model.json").read_text())
+    assert info["models"]["logreg"]["params"]["search"]["best"]["C"] in (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
     assert info["format"] == "nucleoscope-classifier" and info["classes"] == ["large", "small"]
     assert info["validation"]["logreg"]["nucleus"]["balanced_accuracy"] > 0.9
     assert info["validation"]["logreg"]["image"]["balanced_accuracy"] == 1.0

@@ -9,13 +9,11 @@ import json
 import numpy as np
 import pytest
 
-pytest.importorskip("torch")
-
-from nucleoscope import InputError  # noqa: E402
-from nucleoscope.classify._net import apply_reference, nucleus_reference  # noqa: E402
-from nucleoscope.classify.cnn import CNNClassifier  # noqa: E402
-from nucleoscope.classify.patchnet import PatchNetClassifier  # noqa: E402
-from nucleoscope.features import nucleus_patches  # noqa: E402
+from nucleoscope import InputError
+from nucleoscope.classify._net import apply_reference, nucleus_reference
+from nucleoscope.classify.cnn import CNNClassifier
+from nucleoscope.classify.patchnet import PatchNetClassifier
+from nucleoscope.features import nucleus_patches
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ __all__: list[str] = []  # private helpers of cnn.py and patchnet.py
 
 log = logging.getLogger(__name__)
 
-#: Threads torch trains these small networks with. Their convolutions are too small to share well:
+#: Threads torch trains and runs these small networks with. Their convolutions are too small to share well:
 #: on the 2-core reference machine one thread is 1.3x slower than two when the machine is idle, but
 #: two threads become 2-25x slower as soon as another process takes a core (OpenMP threads wait on
 #: each other), which is the usual case on a desktop. One thread is the predictable choice.
@@ -143,10 +143,21 @@ class LoopConfig:
     identity: dict = field(default_factory=dict)  # what a checkpoint must match to be resumed
 
 
+class one_thread:
+    """Context: torch at :data:`TRAIN_THREADS` threads inside, the caller's setting restored after."""
+
+    def __enter__(self):
+        self.threads = torch.get_num_threads()
+        torch.set_num_threads(TRAIN_THREADS)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.threads)
+
+
 def _forward_batches(net: nn.Module, x: np.ndarray, batch: int, fn=None) -> np.ndarray:
     net.eval()
     outs = []
-    with torch.inference_mode():
+    with torch.inference_mode(), one_thread():
         for s in range(0, len(x), batch):
             xb = torch.from_numpy(np.ascontiguousarray(x[s : s + batch]))
             outs.append((fn or net)(xb).float().numpy())
@@ -206,12 +217,8 @@ def fit_loop(net: nn.Module, x: np.ndarray, y: np.ndarray, xv: np.ndarray | None
         ``history`` (per epoch: train loss, validation loss and balanced accuracy, seconds),
         ``best_epoch``, ``stopped`` (why), ``seconds``, ``resumed_from`` (epoch, 0 when fresh).
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(TRAIN_THREADS)
-    try:
+    with one_thread():
         return _fit_loop(net, x, y, xv, yv, n_classes, cfg)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _fit_loop(net: nn.Module, x: np.ndarray, y: np.ndarray, xv: np.ndarray | None, yv: np.ndarray | None,

@@ -20,8 +20,19 @@ import torch
 from torch import nn
 
 from .._errors import InputError
-from ._net import (LoopConfig, apply_reference, check_normalize, fit_loop, he_init, load_network, nucleus_reference,
-                   predict_logits, save_network, softmax)
+from ._net import (
+    LoopConfig,
+    apply_reference,
+    check_normalize,
+    fit_loop,
+    he_init,
+    load_network,
+    nucleus_reference,
+    one_thread,
+    predict_logits,
+    save_network,
+    softmax,
+)
 
 __all__ = ["CNNClassifier", "VGGNet", "CNN_FORMAT"]
 
@@ -204,7 +215,7 @@ class CNNClassifier:
                          checkpoint_dir=self.checkpoint_dir, show_progress=self.show_progress, identity=ident)
         info = fit_loop(self.net_, x, yi.astype(np.int64), xv, yv, len(self.classes_), cfg)
         self.history_ = info.pop("history")
-        self.fit_info_ = info | {"n_train": int(len(y)), "n_val": int(0 if yv is None else len(yv))}
+        self.fit_info_ = info | {"n_train": len(y), "n_val": int(0 if yv is None else len(yv))}
         return self
 
     def _check_fitted(self) -> VGGNet:
@@ -228,7 +239,7 @@ class CNNClassifier:
         net = self._check_fitted()
         x = self._inputs(images, masks, reference)
         net.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), one_thread():
             return np.concatenate([net.embed(torch.from_numpy(x[s : s + 256])).numpy()
                                    for s in range(0, len(x), 256)]) if len(x) else np.zeros((0, self.hidden))
 

@@ -23,6 +23,9 @@ Kind = Literal["logreg", "svm", "forest"]
 # SCENMED: random forest with 100 trees of depth <= 8, tuned by randomized search. The search space
 # (ours; the paper gives none): features per split, leaf size, depth up to the paper's 8.
 _FOREST_SPACE = {"max_features": ["sqrt", 0.1, 0.3], "min_samples_leaf": [1, 3, 10], "max_depth": [4, 6, 8]}
+#: Inverse L2 strengths ``C="auto"`` chooses from (grouped inner folds): with ~150 correlated features
+#: and a few dozen nuclei in a rare class, C = 1 overfits.
+C_GRID = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -73,8 +76,10 @@ class FeatureClassifier:
         ``logreg``: L2 logistic regression (L-BFGS). ``svm``: linear SVM, probabilities by Platt scaling
         of its decision values on the training data. ``forest``: random forest, 100 trees, depth <= 8,
         settings by randomized search with grouped folds inside the training data.
-    C : float
-        Inverse L2 strength (logreg, svm).
+    C : float or "auto"
+        Inverse L2 strength (logreg, svm). ``"auto"``: the best of :data:`C_GRID` by balanced accuracy
+        on grouped folds inside the training data (as the forest's search), recorded in
+        ``params_["search"]``.
     class_weight : {"balanced", None}
         ``balanced`` weights each class by the inverse of its training frequency (SCENMED).
     n_search : int
@@ -89,7 +94,7 @@ class FeatureClassifier:
         The fitted model as arrays (what :meth:`to_dict` saves).
     """
 
-    def __init__(self, kind: Kind = "logreg", *, C: float = 1.0, class_weight: str | None = "balanced",
+    def __init__(self, kind: Kind = "logreg", *, C: float | str = 1.0, class_weight: str | None = "balanced",
                  n_search: int = 8, random_state: int = 0) -> None:
         self.kind = kind
         self.C = C
@@ -110,6 +115,8 @@ class FeatureClassifier:
         """
         if self.kind not in MODEL_KINDS:
             raise InputError(f"unknown model kind {self.kind!r}; choose one of {', '.join(MODEL_KINDS)}")
+        if isinstance(self.C, str) and self.C != "auto" or not isinstance(self.C, str) and not self.C > 0:
+            raise InputError(f"C must be a positive number or 'auto', got {self.C!r}")
         X = np.asarray(X, dtype=np.float64)
         y = np.asarray(y).astype(str)
         if X.ndim != 2 or len(X) != len(y):
@@ -134,33 +141,10 @@ class FeatureClassifier:
         self.params_ = p
         return self
 
-    def _fit_logreg(self, Z, yi, groups):
-        from sklearn.linear_model import LogisticRegression
+    def _inner_folds(self, Z, yi, groups) -> list | None:
+        """Up to 3 folds inside the training data, grouped when groups are given (None: too few)."""
+        from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
-        m = LogisticRegression(C=self.C, solver="lbfgs", class_weight=self.class_weight, max_iter=5000)
-        m.fit(Z, yi)
-        return {"coef": m.coef_, "intercept": m.intercept_}
-
-    def _fit_svm(self, Z, yi, groups):
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.svm import LinearSVC
-
-        m = LinearSVC(C=self.C, class_weight=self.class_weight, max_iter=20000, random_state=self.random_state)
-        m.fit(Z, yi)
-        d = Z @ m.coef_.T + m.intercept_
-        platt = LogisticRegression(C=1e4, solver="lbfgs", class_weight=self.class_weight, max_iter=5000).fit(d, yi)
-        return {"coef": m.coef_, "intercept": m.intercept_, "platt_coef": platt.coef_,
-                "platt_intercept": platt.intercept_}
-
-    def _fit_forest(self, Z, yi, groups):
-        from sklearn.ensemble import RandomForestClassifier
-        from sklearn.model_selection import ParameterSampler, StratifiedGroupKFold, StratifiedKFold
-
-        def forest(**kw):
-            return RandomForestClassifier(n_estimators=100, class_weight=self.class_weight, n_jobs=1,
-                                          random_state=self.random_state, **kw)
-
-        best, best_score = {"max_depth": 8}, -np.inf
         n_cls = np.bincount(yi)
         if groups is not None:
             k = min(3, min(len(np.unique(groups[yi == c])) for c in range(len(n_cls))))
@@ -168,10 +152,59 @@ class FeatureClassifier:
         else:
             k = min(3, int(n_cls.min()))
             cv = StratifiedKFold(k, shuffle=True, random_state=self.random_state) if k >= 2 else None
-        if cv is not None and self.n_search > 1:
+        return None if cv is None else list(cv.split(Z, yi, groups))
+
+    def _choose_C(self, make, Z, yi, groups) -> tuple[float, dict]:
+        """``self.C``, or with ``"auto"`` the grid value with the best inner balanced accuracy."""
+        if self.C != "auto":
+            return float(self.C), {}
+        from sklearn.metrics import balanced_accuracy_score
+
+        folds = self._inner_folds(Z, yi, groups)
+        if folds is None:
+            return 1.0, {"search": {"best": {"C": 1.0}, "score": None}}
+        scores = {c: float(np.mean([balanced_accuracy_score(yi[te], make(c).fit(Z[tr], yi[tr]).predict(Z[te]))
+                                    for tr, te in folds])) for c in C_GRID}
+        best = max(C_GRID, key=lambda c: (scores[c], -c))  # ties: the stronger regularisation
+        return best, {"search": {"best": {"C": best}, "score": scores[best],
+                                 "scores": {str(c): v for c, v in scores.items()}}}
+
+    def _fit_logreg(self, Z, yi, groups):
+        from sklearn.linear_model import LogisticRegression
+
+        def make(c):
+            return LogisticRegression(C=c, solver="lbfgs", class_weight=self.class_weight, max_iter=5000)
+        C, search = self._choose_C(make, Z, yi, groups)
+        m = make(C).fit(Z, yi)
+        return {"coef": m.coef_, "intercept": m.intercept_, **search}
+
+    def _fit_svm(self, Z, yi, groups):
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.svm import LinearSVC
+
+        def make(c):
+            return LinearSVC(C=c, class_weight=self.class_weight, max_iter=20000, random_state=self.random_state)
+        C, search = self._choose_C(make, Z, yi, groups)
+        m = make(C)
+        m.fit(Z, yi)
+        d = Z @ m.coef_.T + m.intercept_
+        platt = LogisticRegression(C=1e4, solver="lbfgs", class_weight=self.class_weight, max_iter=5000).fit(d, yi)
+        return {"coef": m.coef_, "intercept": m.intercept_, "platt_coef": platt.coef_,
+                "platt_intercept": platt.intercept_, **search}
+
+    def _fit_forest(self, Z, yi, groups):
+        from sklearn.ensemble import RandomForestClassifier
+        from sklearn.model_selection import ParameterSampler
+
+        def forest(**kw):
+            return RandomForestClassifier(n_estimators=100, class_weight=self.class_weight, n_jobs=1,
+                                          random_state=self.random_state, **kw)
+
+        best, best_score = {"max_depth": 8}, -np.inf
+        folds = self._inner_folds(Z, yi, groups)
+        if folds is not None and self.n_search > 1:
             from sklearn.metrics import balanced_accuracy_score
 
-            folds = list(cv.split(Z, yi, groups))
             for cand in ParameterSampler(_FOREST_SPACE, self.n_search, random_state=self.random_state):
                 s = np.mean([balanced_accuracy_score(yi[te], forest(**cand).fit(Z[tr], yi[tr]).predict(Z[te]))
                              for tr, te in folds])

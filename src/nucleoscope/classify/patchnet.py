@@ -23,8 +23,20 @@ import torch
 from torch import nn
 
 from .._errors import InputError
-from ._net import (LoopConfig, apply_reference, check_normalize, fit_loop, he_init, image_reference, load_network,
-                   nucleus_reference, predict_logits, save_network, softmax)
+from ._net import (
+    LoopConfig,
+    apply_reference,
+    check_normalize,
+    fit_loop,
+    he_init,
+    image_reference,
+    load_network,
+    nucleus_reference,
+    one_thread,
+    predict_logits,
+    save_network,
+    softmax,
+)
 
 __all__ = ["PatchNetClassifier", "PatchConvNet", "PATCHNET_FORMAT"]
 
@@ -188,7 +200,7 @@ class PatchNetClassifier:
                          checkpoint_dir=self.checkpoint_dir, show_progress=self.show_progress, identity=ident)
         info = fit_loop(self.net_, x, yi, xv, yv, len(self.classes_), cfg)
         self.history_ = info.pop("history")
-        self.fit_info_ = info | {"n_train": int(len(y)), "n_val": int(0 if yv is None else len(yv))}
+        self.fit_info_ = info | {"n_train": len(y), "n_val": int(0 if yv is None else len(yv))}
         self.filter_scores_ = self._filter_scores(x, yi)
         return self
 
@@ -197,7 +209,7 @@ class PatchNetClassifier:
         others, in pooled standard deviations (Cohen's d): the filters that mark a class."""
         net = self._check_fitted()
         sel = np.random.default_rng(self.random_state).permutation(len(x))[:n_max]
-        with torch.inference_mode():
+        with torch.inference_mode(), one_thread():
             net.eval()
             a = np.concatenate([net.filter_maps(torch.from_numpy(x[sel[s : s + 1024]]))[:, :, 0, 0].numpy()
                                 for s in range(0, len(sel), 1024)])
@@ -232,7 +244,7 @@ class PatchNetClassifier:
         m = np.ones(crop.shape, bool) if mask is None else np.asarray(mask, bool)
         ref = nucleus_reference(crop[None], m[None]) if reference is None else np.asarray(reference, np.float32)[None]
         x = apply_reference(crop[None], ref)[:, None]
-        with torch.inference_mode():
+        with torch.inference_mode(), one_thread():
             net.eval()
             t = torch.from_numpy(x)
             z = (torch.softmax(net.dense(t), dim=1) if fn == "proba" else net.filter_maps(t))[0].numpy()

@@ -101,8 +101,10 @@ class TrainConfig:
     cnn, patchnet : dict
         Keyword arguments of :class:`~nucleoscope.classify.cnn.CNNClassifier` /
         :class:`~nucleoscope.classify.patchnet.PatchNetClassifier`.
-    C : float
-        Inverse L2 strength of logreg and svm.
+    C : float or "auto"
+        Inverse L2 strength of logreg and svm; ``"auto"`` chooses it per training by grouped inner folds
+        (:data:`~nucleoscope.classify.linear.C_GRID`). Ablation and drift QC then use the value chosen
+        for the final model (a search per removed group would multiply their cost by 18).
     random_state : int
     """
 
@@ -115,7 +117,7 @@ class TrainConfig:
     network_folds: int | None = None
     cnn: dict = field(default_factory=dict)
     patchnet: dict = field(default_factory=dict)
-    C: float = 1.0
+    C: float | str = 1.0
     random_state: int = 0
 
     def __post_init__(self) -> None:
@@ -156,8 +158,14 @@ class TrainResult:
         return pd.DataFrame(rows)
 
 
-def _feature_factory(kind: str, config: TrainConfig):
-    return lambda: FeatureClassifier(kind, C=config.C, random_state=config.random_state)
+def _feature_factory(kind: str, config: TrainConfig, C: float | str | None = None):
+    return lambda: FeatureClassifier(kind, C=config.C if C is None else C, random_state=config.random_state)
+
+
+def _chosen_C(model: FeatureClassifier, config: TrainConfig) -> float | str:
+    """The C a fitted model used (its inner search's choice with ``C="auto"``)."""
+    search = model.params_.get("search", {})
+    return search.get("best", {}).get("C", config.C) if config.C == "auto" else config.C
 
 
 def _inner_split(groups: np.ndarray, y: np.ndarray, rng: int) -> tuple[np.ndarray, np.ndarray]:
@@ -308,7 +316,8 @@ def train_all(data: NucleusData, config: TrainConfig, *, show_progress: bool = F
         # the interpretable linear model when there is one: a forest with its inner search refitted for
         # every group (and every feature) on every fold would take hours on a laptop
         abl = "logreg" if "logreg" in feature_models else max(feature_models, key=key)
-        res.ablation = ablation_table(_feature_factory(abl, config), data.X, y, groups, images, data.columns,
+        res.ablation = ablation_table(_feature_factory(abl, config, _chosen_C(models[abl], config)), data.X, y,
+                                      groups, images, data.columns,
                                       folds=folds, per_feature=config.ablation == "features",
                                       show_progress=show_progress)
         res.ablation.insert(0, "Model", abl)
@@ -320,7 +329,8 @@ def train_all(data: NucleusData, config: TrainConfig, *, show_progress: bool = F
     res.stats = compare_classes(data.table, stat_cols)
     if config.set_column:
         model_kind = lin or "logreg"
-        res.drift = image_set_drift(_feature_factory(model_kind, config), data.X, y,
+        c = _chosen_C(models[model_kind], config) if model_kind in models else 1.0
+        res.drift = image_set_drift(_feature_factory(model_kind, config, c), data.X, y,
                                     data.table[config.set_column].astype(str).to_numpy(), images,
                                     random_state=config.random_state)
     if config.embed:

@@ -42,6 +42,18 @@ def _input_size(text: str) -> int:
     return v
 
 
+def _C(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number or auto, got {text!r}")
+    return v
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     t = sub.add_parser("train", help="validate and fit classifiers on labelled runs",
@@ -69,6 +81,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--ablation", choices=["groups", "features", "none"], default="groups",
                    help="feature ablation: per feature group, or per group and per single feature "
                         "(default: %(default)s)")
+    t.add_argument("--C", dest="C", type=_C, default=1.0, metavar="C",
+                   help="inverse L2 strength of logreg and svm, or 'auto': chosen per training on grouped "
+                        "folds inside its training data (default: 1)")
     t.add_argument("--keep-flagged", action="store_true", help="also train on QC-flagged nuclei")
     t.add_argument("--crop-size", type=_window_size, default=128, metavar="PX", help="CNN crop side (default: 128)")
     t.add_argument("--patch-size", type=_window_size, default=17, metavar="PX",
@@ -112,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
                                                                        ("input_size", args.input_size)) if v})
     config = TrainConfig(models=tuple(args.model), n_folds=args.folds, ablation=args.ablation,
                          set_column=args.set_column, embed=not args.no_embedding, network_folds=args.network_folds,
-                         cnn=cnn, patchnet=dict(net, show_progress=not args.quiet), random_state=args.seed)
+                         cnn=cnn, patchnet=dict(net, show_progress=not args.quiet), C=args.C,
+                         random_state=args.seed)
     res = train_classifier(args.runs, args.labels, args.out, config, class_column=args.class_column,
                            group_column=args.group_column, drop_flagged=not args.keep_flagged,
                            crop_size=args.crop_size, patch_size=args.patch_size, command=command,
