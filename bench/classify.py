@@ -167,7 +167,7 @@ def sensitivity(shifts=(0.0, 0.01, 0.02, 0.03, 0.05, 0.08), n=150, cnn_epochs: i
             img, msk = s.image.astype(np.float32), s.labels > 0
 
             def fc(tr, te):
-                m = CNNClassifier(input_size=48, max_epochs=cnn_epochs).fit(img[tr], y[tr], masks=msk[tr])
+                m = CNNClassifier(input_size=48, batch_size=16, max_epochs=cnn_epochs).fit(img[tr], y[tr], masks=msk[tr])
                 return m.predict_proba(img[te], masks=msk[te])
             row["cnn accuracy"] = cross_validate(fc, y, g, g, folds=grouped_folds(y, g, n_folds=3)).nucleus["accuracy"]
         rows.append(row)
@@ -257,6 +257,7 @@ def main() -> None:
     ap.add_argument("--results", default=str(Path(tempfile.gettempdir()) / "nucleoscope_bench_classify"),
                     help="folder the parts' results are kept in")
     ap.add_argument("--assemble", action="store_true", help="write the section from the parts' results")
+    ap.add_argument("--note", default="", help="a sentence added under the command (how the parts were run)")
     args = ap.parse_args()
     if args.threads:
         import torch
@@ -286,7 +287,7 @@ def main() -> None:
             _save(res_dir / "jurkat.json", {"scores": js.to_dict("records"), "ablation": jinfo.pop("ablation").to_dict("records"),
                                            "info": jinfo})
         if "sensitivity" in parts:
-            sens = sensitivity(cnn_epochs=20 if "cnn" in nets else 0)
+            sens = sensitivity(cnn_epochs=30 if "cnn" in nets else 0)
             print(sens.to_string(), flush=True)
             _save(res_dir / "sensitivity.json", {"scores": sens.to_dict("records")})
         if "speed" in parts and nets:  # networks alone, on an otherwise idle machine
@@ -308,9 +309,9 @@ def main() -> None:
     cmd = (f"python bench/classify.py --models {args.models} --epochs {args.epochs} --jurkat-network-folds "
            f"{args.jurkat_network_folds}" + (f" --koyuncu-network-folds {args.koyuncu_network_folds}"
                                              if args.koyuncu_network_folds else ""))
-    md = (f"## Classification (SCENMED §8)\n\n{stamp()}\n\n`{cmd}` (parts run side by side, one core each).\n\n"
+    md = (f"## Classification (SCENMED §8)\n\n{stamp()}\n\n`{cmd}` (parts run side by side, one core each). {args.note}\n\n"
           "Networks: the crop CNN (`classify/cnn.py`: width 8, crops resized to 64 px (Koyuncu) / 48 px "
-          f"(Jurkat), Adam 8e-5, batch 32, dropout 0.2) and PatchNet (`classify/patchnet.py`: width 16, "
+          f"(Jurkat), Adam 3e-4, batch 32, global average pooling, dropout 0.5) and PatchNet (`classify/patchnet.py`: width 16, "
           f"Adam 1e-3, batch 128; 17 px patches on Koyuncu, {JURKAT_PATCH} px on Jurkat), "
           f"{args.epochs} epochs at most per training, early stopping (patience 20) on a grouped 15% split "
           "of each training fold.\n\n"
@@ -329,7 +330,7 @@ def main() -> None:
           + md_table(js) + "\nFeature-group ablation (best feature model, nucleus balanced accuracy):\n\n" + md_table(abl) +
           "\n### Chromatin sensitivity (synthetic crops, `synth chromatin`, 150 per class)\n\n"
           "hc_fraction 0.08 vs 0.08 + shift; logistic regression on default features (7-fold CV) and the crop "
-          "CNN on the crops (3-fold CV, 20 epochs).\n\n" + md_table(sens) +
+          "CNN on the crops (3-fold CV, 30 epochs, batch 16).\n\n" + md_table(sens) +
           "\n### Prediction speed (10,000 nuclei, one process)\n\nFeature models on a feature table; the CNN "
           "on 10,000 crops of 128 px (intensity reference, resize to 64 px, network); PatchNet on 60,000 "
           "patches of 17 px (6 per nucleus) and their per-nucleus means. Target: 30 s.\n\n" +

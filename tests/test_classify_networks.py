@@ -52,13 +52,13 @@ def test_nucleus_reference_maps_background_to_0_and_nucleus_to_1():
 def test_cnn_learns_an_obvious_chromatin_difference(crops, tmp_path):
     img, lab, y, test = crops
     m = lab > 0
-    cnn = CNNClassifier(width=4, input_size=32, lr=2e-3, batch_size=8, max_epochs=15)
+    cnn = CNNClassifier(input_size=32, batch_size=8, max_epochs=20)
     cnn.fit(img[~test], y[~test], masks=m[~test])
     assert list(cnn.classes_) == ["dense", "open"]
     acc = (cnn.predict(img[test], masks=m[test]) == y[test]).mean()
     assert acc > 0.9, acc
     h = cnn.history_
-    assert len(h) == 15 and cnn.fit_info_["best_epoch"] == 15 and cnn.fit_info_["stopped"] == "max_epochs"
+    assert len(h) == 20 and cnn.fit_info_["best_epoch"] == 20 and cnn.fit_info_["stopped"] == "max_epochs"
     assert h[-1]["train_loss"] < h[0]["train_loss"]
     emb = cnn.embed(img[:5], masks=m[:5])
     assert emb.shape == (5, cnn.hidden)
