@@ -317,7 +317,7 @@ def main() -> None:
           "of each training fold.\n\n"
           f"### HepG2 vs Huh7 (Koyuncu dev split, {kinfo['images']} images, {kinfo['nuclei']} nuclei after QC)\n\n"
           f"`nucleoscope run` (bundled NuSeT, default features, {kinfo['run_s']:.0f} s) then `nucleoscope classify "
-          f"train` ({kinfo['train_s']:.0f} s in all, ablation included); {kinfo['folds']} image-grouped folds. "
+          f"train` ({'%.0f s in all, ablation included' % kinfo['train_s'] if kinfo.get('train_s') else 'seconds per model in the table'}); {kinfo['folds']} image-grouped folds. "
           "Image = mean probability over its nuclei. Targets: 0.90 per nucleus, 0.95 per image.\n\n"
           + md_table(ks[[c for c in keep if c in ks]]) +
           f"\n### Jurkat cell cycle (Blasi 2016 dev split, DNA channel, {jinfo['tiles']} tiles, "
