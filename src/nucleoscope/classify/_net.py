@@ -343,3 +343,66 @@ def load_network(stem: str | os.PathLike, fmt: str) -> tuple[dict, dict]:
     if meta.get("format") != fmt:
         raise InputError(f"not a {fmt} file (format {meta.get('format')!r})", path=stem.with_suffix(".json"))
     return tensors, meta
+
+
+class NetClassifier:
+    """What the crop CNN and PatchNet share as estimators: class bookkeeping, one training through
+    :func:`fit_loop`, the fitted check and the files. A subclass sets :attr:`FORMAT` and :attr:`NAME`
+    and defines ``_settings`` (its constructor's arguments) and ``_new_net(k)``."""
+
+    FORMAT = ""
+    NAME = ""
+
+    def _set_classes(self, y: np.ndarray, classes) -> np.ndarray:
+        """``classes_`` from ``classes`` (default: those in ``y``) -> class index of each of ``y``."""
+        self.classes_ = np.unique(y if classes is None else np.asarray(classes))
+        if len(self.classes_) < 2:
+            raise InputError(f"need at least two classes to train, got {list(self.classes_)}")
+        return np.searchsorted(self.classes_, y).astype(np.int64)
+
+    def _train(self, x: np.ndarray, yi: np.ndarray, xv: np.ndarray | None, val_y, raw: np.ndarray) -> None:
+        """A new network trained on inputs ``x``; ``raw`` (the windows as given) identifies the data for
+        resuming a checkpoint."""
+        yv = None if xv is None else np.searchsorted(self.classes_, np.asarray(val_y)).astype(np.int64)
+        self.net_ = self._new_net(len(self.classes_))
+        ident = self._settings() | {"classes": [str(c) for c in self.classes_], "n": len(yi),
+                                    "data": float(np.asarray(raw, np.float64).sum())}
+        cfg = LoopConfig(lr=self.lr, batch_size=self.batch_size, max_epochs=self.max_epochs, patience=self.patience,
+                         time_limit_s=self.time_limit_s, augment=self.augment, random_state=self.random_state,
+                         checkpoint_dir=self.checkpoint_dir, show_progress=self.show_progress, identity=ident)
+        info = fit_loop(self.net_, x, yi, xv, yv, len(self.classes_), cfg)
+        self.history_ = info.pop("history")
+        self.fit_info_ = info | {"n_train": len(yi), "n_val": int(0 if yv is None else len(yv))}
+
+    def _check_fitted(self) -> nn.Module:
+        if self.net_ is None:
+            raise InputError(f"the {self.NAME} is not trained (call fit or load)")
+        return self.net_
+
+    def _extra_meta(self) -> dict:
+        """Fitted values beyond the weights that :meth:`save` writes (and :meth:`_restore` reads)."""
+        return {}
+
+    def _restore(self, meta: dict) -> None:
+        pass
+
+    def save(self, stem: str | os.PathLike) -> None:
+        """``stem.safetensors`` + ``stem.json`` (settings, classes, training curve, what the subclass
+        adds), atomically."""
+        self._check_fitted()
+        save_network(stem, self.net_, {"format": self.FORMAT, "version": 1, "settings": self._settings(),
+                                       "classes": [str(c) for c in self.classes_], "history": self.history_,
+                                       "fit": self.fit_info_, **self._extra_meta()})
+
+    @classmethod
+    def load(cls, stem: str | os.PathLike):
+        """Read :meth:`save`'s files (hash-verified, no pickle)."""
+        tensors, meta = load_network(Path(stem), cls.FORMAT)
+        m = cls(**meta["settings"])
+        m.classes_ = np.asarray(meta["classes"])
+        m.net_ = m._new_net(len(m.classes_))
+        m.net_.load_state_dict(tensors)
+        m.net_.eval()
+        m.history_, m.fit_info_ = meta.get("history", []), meta.get("fit", {})
+        m._restore(meta)
+        return m

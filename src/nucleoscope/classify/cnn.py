@@ -18,7 +18,6 @@ orientation.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,16 +25,13 @@ from torch import nn
 
 from .._errors import InputError
 from ._net import (
-    LoopConfig,
+    NetClassifier,
     apply_reference,
     check_normalize,
-    fit_loop,
     he_init,
-    load_network,
     nucleus_reference,
     one_thread,
     predict_logits,
-    save_network,
     softmax,
 )
 
@@ -103,7 +99,7 @@ def _resize(x: np.ndarray, size: int) -> np.ndarray:
     return nn.functional.interpolate(t, size=(size, size), mode=mode, **kw)[:, 0].numpy()
 
 
-class CNNClassifier:
+class CNNClassifier(NetClassifier):
     """Crop CNN with the scikit-learn conventions (``fit``, ``predict_proba``, ``classes_``).
 
     Parameters
@@ -139,6 +135,9 @@ class CNNClassifier:
     random_state : int
     show_progress : bool
     """
+
+    FORMAT = CNN_FORMAT
+    NAME = "CNN"
 
     def __init__(self, *, width: int = 8, input_size: int = 64, hidden: int = 128, dropout: float = 0.5,
                  lr: float = 3e-4, batch_size: int = 32, max_epochs: int = 100, patience: int = 20,
@@ -209,31 +208,13 @@ class CNNClassifier:
         reference, val_reference : (N, 2) float ndarray, optional
             Background and level each crop is mapped to 0 and 1 (default: its own nucleus's).
         """
-        y = np.asarray(y)
-        self.classes_ = np.unique(y if classes is None else np.asarray(classes))
-        if len(self.classes_) < 2:
-            raise InputError(f"need at least two classes to train, got {list(self.classes_)}")
-        yi = np.searchsorted(self.classes_, y)
+        yi = self._set_classes(np.asarray(y), classes)
         x = self._inputs(images, masks, reference)
-        xv = yv = None
+        xv = None
         if val_images is not None and val_y is not None and len(val_y):
             xv = self._inputs(val_images, val_masks, val_reference)
-            yv = np.searchsorted(self.classes_, np.asarray(val_y)).astype(np.int64)
-        self.net_ = self._new_net(len(self.classes_))
-        ident = self._settings() | {"classes": [str(c) for c in self.classes_], "n": len(y),
-                                    "data": float(np.asarray(images, np.float64).sum())}
-        cfg = LoopConfig(lr=self.lr, batch_size=self.batch_size, max_epochs=self.max_epochs, patience=self.patience,
-                         time_limit_s=self.time_limit_s, augment=self.augment, random_state=self.random_state,
-                         checkpoint_dir=self.checkpoint_dir, show_progress=self.show_progress, identity=ident)
-        info = fit_loop(self.net_, x, yi.astype(np.int64), xv, yv, len(self.classes_), cfg)
-        self.history_ = info.pop("history")
-        self.fit_info_ = info | {"n_train": len(y), "n_val": int(0 if yv is None else len(yv))}
+        self._train(x, yi, xv, val_y, images)
         return self
-
-    def _check_fitted(self) -> VGGNet:
-        if self.net_ is None:
-            raise InputError("the CNN is not trained (call fit or load)")
-        return self.net_
 
     def predict_proba(self, images: np.ndarray, *, masks: np.ndarray | None = None,
                       reference: np.ndarray | None = None) -> np.ndarray:
@@ -254,24 +235,3 @@ class CNNClassifier:
         with torch.inference_mode(), one_thread():
             return np.concatenate([net.embed(torch.from_numpy(x[s : s + 256])).numpy()
                                    for s in range(0, len(x), 256)]) if len(x) else np.zeros((0, self.hidden))
-
-    # -- files ----------------------------------------------------------------------------------------
-    def save(self, stem: str | os.PathLike) -> None:
-        """``stem.safetensors`` + ``stem.json`` (settings, classes, training curve, provenance)."""
-        self._check_fitted()
-        save_network(stem, self.net_, {"format": CNN_FORMAT, "version": 1, "settings": self._settings(),
-                                       "classes": [str(c) for c in self.classes_], "history": self.history_,
-                                       "fit": self.fit_info_})
-
-    @classmethod
-    def load(cls, stem: str | os.PathLike) -> CNNClassifier:
-        """Read :meth:`save`'s files (hash-verified, no pickle)."""
-        tensors, meta = load_network(Path(stem), CNN_FORMAT)
-        s = meta["settings"]
-        m = cls(**{k: v for k, v in s.items()})
-        m.classes_ = np.asarray(meta["classes"])
-        m.net_ = m._new_net(len(m.classes_))
-        m.net_.load_state_dict(tensors)
-        m.net_.eval()
-        m.history_, m.fit_info_ = meta.get("history", []), meta.get("fit", {})
-        return m

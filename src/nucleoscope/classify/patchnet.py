@@ -16,7 +16,6 @@ divided by its own mean, which keeps contrast but loses the patch's brightness r
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,17 +23,14 @@ from torch import nn
 
 from .._errors import InputError
 from ._net import (
-    LoopConfig,
+    NetClassifier,
     apply_reference,
     check_normalize,
-    fit_loop,
     he_init,
     image_reference,
-    load_network,
     nucleus_reference,
     one_thread,
     predict_logits,
-    save_network,
     softmax,
 )
 
@@ -96,7 +92,7 @@ class PatchConvNet(nn.Module):
         return z[:, :, 0, 0]
 
 
-class PatchNetClassifier:
+class PatchNetClassifier(NetClassifier):
     """PatchNet with the scikit-learn conventions.
 
     Parameters
@@ -122,6 +118,9 @@ class PatchNetClassifier:
     random_state : int
     show_progress : bool
     """
+
+    FORMAT = PATCHNET_FORMAT
+    NAME = "PatchNet"
 
     def __init__(self, *, patch_size: int = 17, width: int = 16, hidden: int = 64, dropout: float = 0.3,
                  lr: float = 1e-3, batch_size: int = 128, max_epochs: int = 60, patience: int = 20,
@@ -160,11 +159,6 @@ class PatchNetClassifier:
             raise InputError(f"reference must be (N, 2) (background, nucleus level), got {reference.shape}")
         return apply_reference(patches, reference)[:, None]
 
-    def _check_fitted(self) -> PatchConvNet:
-        if self.net_ is None:
-            raise InputError("PatchNet is not trained (call fit or load)")
-        return self.net_
-
     # -- estimator --------------------------------------------------------------------------------------
     def fit(self, patches: np.ndarray, y, *, reference: np.ndarray | None = None, val_patches: np.ndarray | None = None,
             val_y=None, val_reference: np.ndarray | None = None, classes=None) -> PatchNetClassifier:
@@ -182,25 +176,12 @@ class PatchNetClassifier:
         classes : array, optional
             Every class (default: those in ``y``).
         """
-        y = np.asarray(y)
-        self.classes_ = np.unique(y if classes is None else np.asarray(classes))
-        if len(self.classes_) < 2:
-            raise InputError(f"need at least two classes to train, got {list(self.classes_)}")
+        yi = self._set_classes(np.asarray(y), classes)
         x = self._inputs(patches, reference)
-        yi = np.searchsorted(self.classes_, y).astype(np.int64)
-        xv = yv = None
+        xv = None
         if val_patches is not None and val_y is not None and len(val_y):
             xv = self._inputs(val_patches, val_reference)
-            yv = np.searchsorted(self.classes_, np.asarray(val_y)).astype(np.int64)
-        self.net_ = self._new_net(len(self.classes_))
-        ident = self._settings() | {"classes": [str(c) for c in self.classes_], "n": len(y),
-                                    "data": float(np.asarray(patches, np.float64).sum())}
-        cfg = LoopConfig(lr=self.lr, batch_size=self.batch_size, max_epochs=self.max_epochs, patience=self.patience,
-                         time_limit_s=self.time_limit_s, augment=self.augment, random_state=self.random_state,
-                         checkpoint_dir=self.checkpoint_dir, show_progress=self.show_progress, identity=ident)
-        info = fit_loop(self.net_, x, yi, xv, yv, len(self.classes_), cfg)
-        self.history_ = info.pop("history")
-        self.fit_info_ = info | {"n_train": len(y), "n_val": int(0 if yv is None else len(yv))}
+        self._train(x, yi, xv, val_y, patches)
         self.filter_scores_ = self._filter_scores(x, yi)
         return self
 
@@ -304,7 +285,8 @@ class PatchNetClassifier:
 
         image = np.asarray(image, np.float32)
         labels = np.asarray(labels)
-        out = np.full((len(self._check_fitted_classes()), *image.shape), np.nan, np.float32)
+        self._check_fitted()
+        out = np.full((len(self.classes_), *image.shape), np.nan, np.float32)
         c = nucleus_crops(image, labels, size=self.crop_size)
         ref = nucleus_reference(c.images, c.masks)
         if self.normalize == "image":
@@ -315,29 +297,10 @@ class PatchNetClassifier:
             out[:, ys + y0, xs + x0] = hm[:, ys, xs]
         return out
 
-    def _check_fitted_classes(self) -> np.ndarray:
-        self._check_fitted()
-        return self.classes_
-
     # -- files ----------------------------------------------------------------------------------------
-    def save(self, stem: str | os.PathLike) -> None:
-        """``stem.safetensors`` + ``stem.json`` (settings, classes, curve, filter scores)."""
-        self._check_fitted()
-        save_network(stem, self.net_, {
-            "format": PATCHNET_FORMAT, "version": 1, "settings": self._settings(),
-            "classes": [str(c) for c in self.classes_], "history": self.history_, "fit": self.fit_info_,
-            "filter_scores": None if self.filter_scores_ is None else self.filter_scores_.round(5).tolist()})
+    def _extra_meta(self) -> dict:
+        return {"filter_scores": None if self.filter_scores_ is None else self.filter_scores_.round(5).tolist()}
 
-    @classmethod
-    def load(cls, stem: str | os.PathLike) -> PatchNetClassifier:
-        """Read :meth:`save`'s files (hash-verified, no pickle)."""
-        tensors, meta = load_network(Path(stem), PATCHNET_FORMAT)
-        m = cls(**meta["settings"])
-        m.classes_ = np.asarray(meta["classes"])
-        m.net_ = m._new_net(len(m.classes_))
-        m.net_.load_state_dict(tensors)
-        m.net_.eval()
-        m.history_, m.fit_info_ = meta.get("history", []), meta.get("fit", {})
+    def _restore(self, meta: dict) -> None:
         fs = meta.get("filter_scores")
-        m.filter_scores_ = None if fs is None else np.asarray(fs, np.float64)
-        return m
+        self.filter_scores_ = None if fs is None else np.asarray(fs, np.float64)
