@@ -48,7 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--widths", default="8,16,32,48,64", help="channels of the 5 U-Net levels")
     parser.add_argument("--rpn-level", type=int, default=3, help="encoder level of the RPN (3: stride 8 px, 2: stride 4)")
     parser.add_argument("--model-diameter", type=float, default=16.0, help="nucleus diameter (px) the model works at")
-    parser.add_argument("--holdout", type=int, default=5, help="hold out every N-th training image of sets without val/")
+    parser.add_argument("--holdout", nargs="+", default=["5"], metavar="[SET=]N",
+                        help="hold out every N-th training image of sets without val/ (default 5); SET=N for one "
+                             "set by folder name, e.g. --holdout 5 dsb2018_stage1_train_fluo=10")
     parser.add_argument("--no-fg-norm", action="store_true", help="whole-image normalization (ablation)")
     parser.add_argument("--no-rpn", action="store_true", help="train the U-Net only (ablation)")
     parser.add_argument("--no-tune", action="store_true", help="keep default thresholds (skip the validation grid search)")
@@ -117,6 +119,18 @@ def _command(args: argparse.Namespace) -> str:
     return "nucleoscope train-segmenter " + " ".join(shlex.quote(a) for a in opts)
 
 
+def _holdout(values: list[str]) -> dict[str, int]:
+    """``["5", "dsb=10"]`` -> ``{"*": 5, "dsb": 10}``; a usage error names the bad entry."""
+    out: dict[str, int] = {}
+    for v in values:
+        key, _, n = v.rpartition("=")
+        try:
+            out[key or "*"] = int(n)
+        except ValueError:
+            raise InputError(f"--holdout: expected N or SET=N, got {v!r}") from None
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from ..io import read_datasets
     from ..report import write_training_curves
@@ -137,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.data:
             raise InputError("give --data DIR... or --from-pack NPZ")
-        train, val_raw, record = read_datasets(args.data, holdout=args.holdout)
+        train, val_raw, record = read_datasets(args.data, holdout=_holdout(args.holdout))
         n_synth = int(round(args.synthetic_ratio * len(train)))
         synth = synthetic_images(n_synth, seed=args.seed) if args.synthetic_ratio > 0 else []
         if args.pack:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 
 from .._errors import InputError
@@ -49,16 +49,17 @@ def dataset_pairs(split_dir: str | os.PathLike) -> list[tuple[Path, Path]]:
 
 
 def read_datasets(dirs: Sequence[str | os.PathLike], *,
-                  holdout: int = 5) -> tuple[list[LabelledImage], list[LabelledImage], dict]:
+                  holdout: int | Mapping[str, int] = 5) -> tuple[list[LabelledImage], list[LabelledImage], dict]:
     """Read the training and validation images of data set folders, and how each was split.
 
     Parameters
     ----------
     dirs : sequence of path
         Data set folders (``train/images``, ``train/masks``; optionally ``val/images``, ``val/masks``).
-    holdout : int
+    holdout : int or mapping of str to int
         A set without a ``val`` split gives up every ``holdout``-th training image (sorted by name,
-        starting with the first) for validation.
+        starting with the first) for validation. A mapping gives N per set (folder) name, with the
+        key ``"*"`` (default 5) for the other sets.
 
     Returns
     -------
@@ -86,9 +87,12 @@ def read_datasets(dirs: Sequence[str | os.PathLike], *,
             va = dataset_pairs(root / "val")
             record[name] = {"train": "train split", "val": "val split", "n_train": len(tr), "n_val": len(va)}
         else:
-            va = [p for i, p in enumerate(tr) if i % holdout == 0]
-            tr = [p for i, p in enumerate(tr) if i % holdout != 0]
-            record[name] = {"train": "train split minus held-out", "val": f"every {holdout}th train image (sorted)",
+            every = int(holdout.get(name, holdout.get("*", 5))) if isinstance(holdout, Mapping) else int(holdout)
+            if every < 2:
+                raise InputError(f"hold-out every {every}th image leaves nothing to train on", path=root)
+            va = [p for i, p in enumerate(tr) if i % every == 0]
+            tr = [p for i, p in enumerate(tr) if i % every != 0]
+            record[name] = {"train": "train split minus held-out", "val": f"every {every}th train image (sorted)",
                             "held_out": [p.name for p, _ in va], "n_train": len(tr), "n_val": len(va)}
         for lst, pairs in ((train, tr), (val, va)):
             for p, m in pairs:
