@@ -348,7 +348,9 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
         raise InputError(f"PNG data must be uint8, got {arr.dtype}", path=target)
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
         raise InputError(f"PNG data must be (Y, X), (Y, X, 3) or (Y, X, 4), got shape {arr.shape}", path=target)
-    encoded = imagecodecs.png_encode(np.ascontiguousarray(arr))
+    # zlib level 3: the same size as the default (6) on overlays, 2.7x faster to encode (67 -> 25 ms
+    # on a 520 x 696 overlay; level 1 is 20 ms but 12% larger)
+    encoded = imagecodecs.png_encode(np.ascontiguousarray(arr), level=3)
     with atomic_path(target) as tmp:
         tmp.write_bytes(encoded)
     return target

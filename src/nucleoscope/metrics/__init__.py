@@ -13,7 +13,7 @@ Modules, one layer each: ``_overlap`` (validated labels -> :class:`Overlap`), ``
 matching -> :class:`ObjectScores` / :class:`Matching`), ``_pixel`` (:class:`PixelScores`),
 ``_error_analysis`` (splits / merges / catastrophes, touching pairs, NuSeT rates, Hausdorff ->
 :class:`ErrorScores`), ``_dataset`` (:class:`ImageScores` of one image, :class:`DatasetScores` of many),
-``_ctc`` (the Cell Tracking Challenge SEG measure), ``_conventions`` (default thresholds, threshold
+``_failures`` (why each miss and false detection happened -> :class:`FailureCauses`), ``_ctc`` (the Cell Tracking Challenge SEG measure), ``_conventions`` (default thresholds, threshold
 keys, the empty-ratio rule). Import from the package.
 
 Conventions for empty cases ("vacuous truth"): a ratio whose denominator counts nothing is 1 when its
@@ -38,11 +38,16 @@ from ._conventions import DEFAULT_THRESHOLDS, threshold_key
 from ._ctc import ctc_seg_jaccard
 from ._dataset import DatasetScores, ImageScores, evaluate_dataset, evaluate_image, summarize
 from ._error_analysis import LINK_IOU, NUSET_OVERLAP, ErrorScores, error_scores
+from ._failures import FN_CAUSES, FP_CAUSES, FailureCauses, failure_causes
 from ._matching import Matching, ObjectScores, match
 from ._overlap import Overlap, overlap
 from ._pixel import PixelScores, pixel_scores
 
 __all__ = [
+    "FN_CAUSES",
+    "FP_CAUSES",
+    "FailureCauses",
+    "failure_causes",
     "DEFAULT_THRESHOLDS",
     "LINK_IOU",
     "NUSET_OVERLAP",
