@@ -224,6 +224,23 @@ def test_bundled_model_on_bundled_image():
     assert m.f1 >= 0.9
 
 
+def test_bfloat16_precision_agrees_with_float32_or_is_refused():
+    import tifffile
+    import torch
+
+    im = tifffile.imread(DATA / "IXMtest_F08_s7.tif")
+    with pytest.raises(InputError, match="precision must be"):
+        segment_nuset(im, device="cpu", precision="float16")
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        with pytest.raises(InputError, match="native bfloat16"):
+            segment_nuset(im, device="cpu", precision="bfloat16")
+        return
+    a, _ = segment_nuset(im, device="cpu")
+    b, _ = segment_nuset(im, device="cpu", precision="bfloat16")
+    # the same nuclei, outlines within a few pixels: the labels are not bit-identical
+    assert match(a, b, thresh=0.9).f1 > 0.95 and abs(int(a.max()) - int(b.max())) <= 2
+
+
 def test_registry_and_explicit_diameter_agree():
     import tifffile
 
