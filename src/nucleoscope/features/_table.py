@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError
+from ._batched import haralick_batched, nucleus_pixels
 from ._chromatin import CHROMATIN_COLUMNS, chromatin_features
 from ._crops import Crops
 from ._intensity import INTENSITY_COLUMNS, background_level, intensity_features
@@ -99,6 +100,11 @@ SCENMED_COLUMNS: list[str] = [
     *PFTAS_COLUMNS,
     *ZERNIKE_COLUMNS,
 ]
+
+# Groups measured for all nuclei at once (_batched); the others go nucleus by nucleus.
+_BATCHED = {
+    "haralick": lambda image, px, cfg: haralick_batched(px, levels=cfg.haralick_levels),
+}
 
 # Texture needs a few pixels of context around the nucleus (LBP radius 3, Gabor kernels).
 _PAD = 4
@@ -197,16 +203,36 @@ def _measure(
     saturation: float | None,
     cfg: FeatureConfig,
     timings: dict[str, float] | None = None,
+    batched: bool = True,
 ) -> pd.DataFrame:
     """The loop behind :func:`measure_nuclei` (checked inputs); ``timings`` collects CPU seconds per
-    group for bench/features.py."""
+    group for bench/features.py. ``batched=False`` measures every group nucleus by nucleus with the
+    per-nucleus functions (the reference the batched groups are tested and benchmarked against)."""
     ids, seq, slices = object_slices(labels)
     if ids.size == 0:
         return _empty(columns)
     background = background_level(image, labels)
     H, W = labels.shape
     rows = np.empty((ids.size, len(columns) - 1), dtype=np.float64)
-    for i, sl in enumerate(slices):
+    col_index = {c: k for k, c in enumerate(columns[1:])}
+    done = set()
+    if batched and any(g in _BATCHED for g in groups):
+        t0 = time.process_time()
+        px = nucleus_pixels(image, seq, ids.size)
+        if timings is not None:  # shared by the batched groups; charged to the first
+            timings["_pixels"] = timings.get("_pixels", 0.0) + time.process_time() - t0
+        for g in groups:
+            if g not in _BATCHED:
+                continue
+            t0 = time.process_time()
+            block = _BATCHED[g](image, px, cfg)
+            cols = [col_index[c] for c in GROUPS[g]]
+            rows[:, cols] = block
+            if timings is not None:
+                timings[g] = timings.get(g, 0.0) + time.process_time() - t0
+            done.add(g)
+    loop = [g for g in groups if g not in done]
+    for i, sl in enumerate(slices if loop else []):
         y0 = max(sl[0].start - _PAD, 0)
         x0 = max(sl[1].start - _PAD, 0)
         y1 = min(sl[0].stop + _PAD, H)
@@ -229,14 +255,15 @@ def _measure(
             "gabor": lambda: gabor_features(crop, mask),
         }
         feats: dict[str, float] = {}
-        for g in groups:
+        for g in loop:
             if timings is None:
                 feats.update(compute[g]())
             else:
                 t0 = time.process_time()
                 feats.update(compute[g]())
                 timings[g] = timings.get(g, 0.0) + time.process_time() - t0
-        rows[i] = [feats[c] for c in columns[1:]]
+        for c, v in feats.items():
+            rows[i, col_index[c]] = v
     table = pd.DataFrame(rows, columns=columns[1:])
     table.insert(0, "ObjectNumber", ids.astype(np.int32))
     return table
