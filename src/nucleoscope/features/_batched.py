@@ -163,6 +163,59 @@ def haralick_batched(px: NucleusPixels, *, levels: int = 32) -> np.ndarray:
     return out
 
 
-def lbp_batched(image: np.ndarray, px: NucleusPixels) -> np.ndarray:
-    """Placeholder."""
-    raise NotImplementedError
+def lbp_batched(image: np.ndarray, px: NucleusPixels, origins: np.ndarray) -> np.ndarray:
+    """:func:`~nucleoscope.features.lbp_features` of every nucleus, (N, 30) float64.
+
+    ``skimage.feature.local_binary_pattern(method="uniform")`` evaluated at the nucleus pixels only
+    (the per-nucleus path filters the whole padded crop, ~2.5x as many pixels, in C). Its arithmetic
+    is replicated operation for operation so every code is identical: circle offsets rounded to 5
+    decimals, bilinear samples ``(1-dr)((1-dc)tl + dc tr) + dr((1-dc)bl + dc br)`` with 0 outside
+    the image, computed at the pixel's coordinates *within its crop* (``origins``: the crop's top-left
+    in the image; the fractional parts dr, dc depend on them in the last bit), neighbour >= centre,
+    uniform when the sign changes along p = 0..P-1 (not wrapping) are <= 2, else P + 1. Samples never
+    leave the crop: it extends ``_PAD`` = 4 >= 3 pixels past the nucleus, or ends at the image border.
+
+    Parameters
+    ----------
+    image : (Y, X) ndarray
+    px : NucleusPixels
+    origins : (N, 2) int ndarray
+        Top-left (row, col) of each nucleus's crop.
+    """
+    pad = max(LBP_RADII)
+    img = np.pad(np.asarray(image, np.float64), pad).ravel()  # 0 outside, as skimage's cval
+    H, W = px.shape
+    wp = W + 2 * pad
+    ys, xs = np.divmod(px.flat, W)
+    base = (ys + pad) * wp + xs + pad
+    yl = ys - origins[px.lab, 0]
+    xl = xs - origins[px.lab, 1]
+    t = np.arange(max(int(yl.max()), int(xl.max())) + 1, dtype=np.float64)
+    centre = px.values
+    n_codes = _LBP_POINTS + 2
+    out = np.empty((px.n, len(LBP_RADII) * n_codes))
+    angles = 2 * np.pi * np.arange(_LBP_POINTS, dtype=np.float64) / _LBP_POINTS
+    for ri, r in enumerate(LBP_RADII):
+        rps = np.round(-r * np.sin(angles), 5)
+        cps = np.round(r * np.cos(angles), 5)
+        bits = np.empty((_LBP_POINTS, centre.size), bool)
+        for i, (rp, cp) in enumerate(zip(rps, cps)):
+            if rp == int(rp) and cp == int(cp):  # on the grid: skimage's interpolation returns the pixel
+                val = img[base + int(rp) * wp + int(cp)]
+            else:
+                rr, cc = t + rp, t + cp  # as skimage: float(coordinate) + offset
+                r0, c0 = np.floor(rr), np.floor(cc)
+                dr, dc = (rr - r0)[yl], (cc - c0)[xl]
+                row0 = base + ((r0 - t).astype(np.intp) * wp)[yl]
+                row1 = base + ((np.ceil(rr) - t).astype(np.intp) * wp)[yl]
+                col0 = (c0 - t).astype(np.intp)[xl]
+                col1 = (np.ceil(cc) - t).astype(np.intp)[xl]
+                top = (1 - dc) * img[row0 + col0] + dc * img[row0 + col1]
+                bottom = (1 - dc) * img[row1 + col0] + dc * img[row1 + col1]
+                val = (1 - dr) * top + dr * bottom
+            bits[i] = val - centre >= 0
+        changes = (bits[1:] != bits[:-1]).sum(axis=0)
+        codes = np.where(changes <= 2, bits.sum(axis=0), _LBP_POINTS + 1)
+        hist = np.bincount(px.lab * n_codes + codes, minlength=px.n * n_codes).reshape(px.n, n_codes)
+        out[:, ri * n_codes : (ri + 1) * n_codes] = hist / np.maximum(px.area, 1)[:, None]
+    return out

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError
-from ._batched import haralick_batched, nucleus_pixels
+from ._batched import haralick_batched, lbp_batched, nucleus_pixels
 from ._chromatin import CHROMATIN_COLUMNS, chromatin_features
 from ._crops import Crops
 from ._intensity import INTENSITY_COLUMNS, background_level, intensity_features
@@ -103,7 +103,8 @@ SCENMED_COLUMNS: list[str] = [
 
 # Groups measured for all nuclei at once (_batched); the others go nucleus by nucleus.
 _BATCHED = {
-    "haralick": lambda image, px, cfg: haralick_batched(px, levels=cfg.haralick_levels),
+    "haralick": lambda image, px, origins, cfg: haralick_batched(px, levels=cfg.haralick_levels),
+    "lbp": lambda image, px, origins, cfg: lbp_batched(image, px, origins),
 }
 
 # Texture needs a few pixels of context around the nucleus (LBP radius 3, Gabor kernels).
@@ -219,13 +220,14 @@ def _measure(
     if batched and any(g in _BATCHED for g in groups):
         t0 = time.process_time()
         px = nucleus_pixels(image, seq, ids.size)
+        origins = np.array([[max(sl[0].start - _PAD, 0), max(sl[1].start - _PAD, 0)] for sl in slices])
         if timings is not None:  # shared by the batched groups; charged to the first
             timings["_pixels"] = timings.get("_pixels", 0.0) + time.process_time() - t0
         for g in groups:
             if g not in _BATCHED:
                 continue
             t0 = time.process_time()
-            block = _BATCHED[g](image, px, cfg)
+            block = _BATCHED[g](image, px, origins, cfg)
             cols = [col_index[c] for c in GROUPS[g]]
             rows[:, cols] = block
             if timings is not None:
