@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError
-from ._batched import haralick_batched, lbp_batched, nucleus_pixels, pftas_batched
+from ._batched import haralick_batched, lbp_batched, nucleus_pixels, pftas_batched, zernike_batched
 from ._chromatin import CHROMATIN_COLUMNS, chromatin_features
 from ._crops import Crops
 from ._intensity import INTENSITY_COLUMNS, background_level, intensity_features
@@ -106,6 +106,7 @@ _BATCHED = {
     "haralick": lambda image, px, origins, cfg: haralick_batched(px, levels=cfg.haralick_levels),
     "lbp": lambda image, px, origins, cfg: lbp_batched(image, px, origins),
     "pftas": lambda image, px, origins, cfg: pftas_batched(px),
+    "zernike": lambda image, px, origins, cfg: zernike_batched(px, origins),
 }
 
 # Texture needs a few pixels of context around the nucleus (LBP radius 3, Gabor kernels).
