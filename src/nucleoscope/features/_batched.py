@@ -10,17 +10,16 @@ asserts it on real images). The per-nucleus functions stay the public API for si
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
-from ._texture import LBP_RADII, ZERNIKE_DEGREE as _ZERNIKE_DEGREE, _LBP_POINTS
+from ._texture import _LBP_POINTS, LBP_RADII
+from ._texture import ZERNIKE_DEGREE as _ZERNIKE_DEGREE
 
 __all__ = [
     "NucleusPixels",
-    "nucleus_pixels",
     "haralick_batched",
     "lbp_batched",
+    "nucleus_pixels",
     "otsu_batched",
     "pftas_batched",
     "zernike_batched",
@@ -192,7 +191,7 @@ def lbp_batched(image: np.ndarray, px: NucleusPixels, origins: np.ndarray) -> np
     """
     pad = max(LBP_RADII)
     img = np.pad(np.asarray(image, np.float64), pad).ravel()  # 0 outside, as skimage's cval
-    H, W = px.shape
+    W = px.shape[1]
     wp = W + 2 * pad
     ys, xs = np.divmod(px.flat, W)
     base = (ys + pad) * wp + xs + pad
@@ -347,7 +346,7 @@ def zernike_batched(px: NucleusPixels, origins: np.ndarray) -> np.ndarray:
     from math import factorial
 
     n, lab, v = px.n, px.lab, px.values
-    H, W = px.shape
+    W = px.shape[1]
     ys, xs = np.divmod(px.flat, W)
     yl = (ys - origins[lab, 0]).astype(np.float64)
     xl = (xs - origins[lab, 1]).astype(np.float64)
