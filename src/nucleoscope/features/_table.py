@@ -11,7 +11,7 @@ import pandas as pd
 
 from .._errors import InputError
 from ._batched import haralick_batched, lbp_batched, nucleus_pixels, pftas_batched, zernike_batched
-from ._chromatin import CHROMATIN_COLUMNS, chromatin_features
+from ._chromatin import CHROMATIN_COLUMNS, chromatin_batched, chromatin_features
 from ._crops import Crops
 from ._intensity import INTENSITY_COLUMNS, background_level, intensity_features
 from ._objects import object_slices
@@ -107,6 +107,7 @@ _BATCHED = {
     "lbp": lambda image, px, origins, cfg: lbp_batched(image, px, origins),
     "pftas": lambda image, px, origins, cfg: pftas_batched(px),
     "zernike": lambda image, px, origins, cfg: zernike_batched(px, origins),
+    "chromatin": None,  # needs the label image and crops: called in _measure
 }
 
 # Texture needs a few pixels of context around the nucleus (LBP radius 3, Gabor kernels).
@@ -229,7 +230,14 @@ def _measure(
             if g not in _BATCHED:
                 continue
             t0 = time.process_time()
-            block = _BATCHED[g](image, px, origins, cfg)
+            if g == "chromatin":
+                boxes = [
+                    (slice(y0, min(sl[0].stop + _PAD, H)), slice(x0, min(sl[1].stop + _PAD, W)))
+                    for (y0, x0), sl in zip(origins, slices)
+                ]
+                block = chromatin_batched(image, seq, px, boxes, k=cfg.hc_k, refine=cfg.hc_refine)
+            else:
+                block = _BATCHED[g](image, px, origins, cfg)
             cols = [col_index[c] for c in GROUPS[g]]
             rows[:, cols] = block
             if timings is not None:
