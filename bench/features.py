@@ -38,7 +38,7 @@ IMPLEMENTATION = {
     "pftas": "batched: numpy, mahotas.pftas definition over nucleus pixels, skimage Otsu replicated",
     "zernike": "batched: mahotas zernike_moments (degree 6) written out in numpy",
     "haralick": "batched: one bincount per direction, mahotas haralick formulas, 32 gray levels",
-    "chromatin": "numpy + skimage threshold_otsu",
+    "chromatin": "batched: numpy, skimage threshold_otsu replicated",
     "runlength": "numpy (vectorised runs), 32 gray levels",
     "gabor": "skimage gabor_kernel, FFT (scipy.fft), 12 kernels",
 }

@@ -76,3 +76,14 @@ def test_all_set_and_uint_image(field):
     image, labels = field
     new, ref = both(image[:120, :160], labels[:120, :160], "all")
     assert_same(new, ref)
+
+
+def test_other_config_equal(field):
+    """Non-default Haralick levels and no Otsu refinement of the chromatin mask."""
+    image, labels = field
+    image, labels = image[:150, :200], labels[:150, :200]
+    cols, groups = feature_columns("default"), _SETS["default"]
+    cfg = FeatureConfig(haralick_levels=8, hc_refine=False, hc_k=0.5)
+    new = _measure(image, labels, cols, groups, None, None, cfg)
+    ref = _measure(image, labels, cols, groups, None, None, cfg, batched=False)
+    assert_same(new, ref)
