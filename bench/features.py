@@ -33,7 +33,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "bbbc039" / "va
 IMPLEMENTATION = {
     "_pixels": "batched groups' shared nucleus-pixel lists (features._batched.nucleus_pixels)",
     "shape": "numpy moments, scipy ConvexHull (Feret, convex area), skimage perimeter_crofton",
-    "intensity": "numpy (one sort)",
+    "intensity": "batched: numpy, one sort of all pixels by (nucleus, value)",
     "lbp": "batched: skimage local_binary_pattern 'uniform' arithmetic at nucleus pixels, r = 1, 2, 3",
     "pftas": "batched: numpy, mahotas.pftas definition over nucleus pixels, skimage Otsu replicated",
     "zernike": "batched: mahotas zernike_moments (degree 6) written out in numpy",

@@ -13,7 +13,7 @@ from .._errors import InputError
 from ._batched import haralick_batched, lbp_batched, nucleus_pixels, pftas_batched, zernike_batched
 from ._chromatin import CHROMATIN_COLUMNS, chromatin_batched, chromatin_features
 from ._crops import Crops
-from ._intensity import INTENSITY_COLUMNS, background_level, intensity_features
+from ._intensity import INTENSITY_COLUMNS, background_level, intensity_batched, intensity_features
 from ._objects import object_slices
 from ._shape import SHAPE_COLUMNS, shape_features
 from ._texture import (
@@ -108,6 +108,7 @@ _BATCHED = {
     "pftas": lambda image, px, origins, cfg: pftas_batched(px),
     "zernike": lambda image, px, origins, cfg: zernike_batched(px, origins),
     "chromatin": None,  # needs the label image and crops: called in _measure
+    "intensity": None,  # needs background and saturation: called in _measure
 }
 
 # Texture needs a few pixels of context around the nucleus (LBP radius 3, Gabor kernels).
@@ -236,6 +237,8 @@ def _measure(
                     for (y0, x0), sl in zip(origins, slices)
                 ]
                 block = chromatin_batched(image, seq, px, boxes, k=cfg.hc_k, refine=cfg.hc_refine)
+            elif g == "intensity":
+                block = intensity_batched(px.values, px.lab, px.n, background=background, saturation=saturation)
             else:
                 block = _BATCHED[g](image, px, origins, cfg)
             cols = [col_index[c] for c in GROUPS[g]]
