@@ -10,10 +10,22 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError
-from ._batched import haralick_batched, lbp_batched, nucleus_pixels, pftas_batched, zernike_batched
+from ._batched import (
+    NucleusPixels,
+    haralick_batched,
+    lbp_batched,
+    nucleus_pixels,
+    pftas_batched,
+    zernike_batched,
+)
 from ._chromatin import CHROMATIN_COLUMNS, chromatin_batched, chromatin_features
 from ._crops import Crops
-from ._intensity import INTENSITY_COLUMNS, background_level, intensity_batched, intensity_features
+from ._intensity import (
+    INTENSITY_COLUMNS,
+    background_level,
+    intensity_batched,
+    intensity_features,
+)
 from ._objects import object_slices
 from ._shape import SHAPE_COLUMNS, shape_features
 from ._texture import (
@@ -102,14 +114,33 @@ SCENMED_COLUMNS: list[str] = [
 ]
 
 # Groups measured for all nuclei at once (_batched); the others go nucleus by nucleus.
-_BATCHED = {
-    "haralick": lambda image, px, origins, cfg: haralick_batched(px, levels=cfg.haralick_levels),
-    "lbp": lambda image, px, origins, cfg: lbp_batched(image, px, origins),
-    "pftas": lambda image, px, origins, cfg: pftas_batched(px),
-    "zernike": lambda image, px, origins, cfg: zernike_batched(px, origins),
-    "chromatin": None,  # needs the label image and crops: called in _measure
-    "intensity": None,  # needs background and saturation: called in _measure
-}
+_BATCHED = frozenset({"intensity", "lbp", "pftas", "zernike", "haralick", "chromatin"})
+
+
+def _batched_group(
+    g: str,
+    image: np.ndarray,
+    seq: np.ndarray,
+    px: NucleusPixels,
+    origins: np.ndarray,
+    boxes: list[tuple[slice, slice]],
+    background: float,
+    saturation: float | None,
+    cfg: FeatureConfig,
+) -> np.ndarray:
+    """(N, len(GROUPS[g])) values of a group in :data:`_BATCHED` for every nucleus."""
+    if g == "intensity":
+        return intensity_batched(px.values, px.lab, px.n, background=background, saturation=saturation)
+    if g == "lbp":
+        return lbp_batched(image, px, origins)
+    if g == "pftas":
+        return pftas_batched(px)
+    if g == "zernike":
+        return zernike_batched(px, origins)
+    if g == "haralick":
+        return haralick_batched(px, levels=cfg.haralick_levels)
+    return chromatin_batched(image, seq, px, boxes, k=cfg.hc_k, refine=cfg.hc_refine)
+
 
 # Texture needs a few pixels of context around the nucleus (LBP radius 3, Gabor kernels).
 _PAD = 4
@@ -224,23 +255,19 @@ def _measure(
     if batched and any(g in _BATCHED for g in groups):
         t0 = time.process_time()
         px = nucleus_pixels(image, seq, ids.size)
+        # each nucleus's crop (as the per-nucleus path cuts it): LBP and Zernike use crop coordinates
         origins = np.array([[max(sl[0].start - _PAD, 0), max(sl[1].start - _PAD, 0)] for sl in slices])
-        if timings is not None:  # shared by the batched groups; charged to the first
+        boxes = [
+            (slice(y0, min(sl[0].stop + _PAD, H)), slice(x0, min(sl[1].stop + _PAD, W)))
+            for (y0, x0), sl in zip(origins, slices)
+        ]
+        if timings is not None:  # shared by the batched groups, timed on its own
             timings["_pixels"] = timings.get("_pixels", 0.0) + time.process_time() - t0
         for g in groups:
             if g not in _BATCHED:
                 continue
             t0 = time.process_time()
-            if g == "chromatin":
-                boxes = [
-                    (slice(y0, min(sl[0].stop + _PAD, H)), slice(x0, min(sl[1].stop + _PAD, W)))
-                    for (y0, x0), sl in zip(origins, slices)
-                ]
-                block = chromatin_batched(image, seq, px, boxes, k=cfg.hc_k, refine=cfg.hc_refine)
-            elif g == "intensity":
-                block = intensity_batched(px.values, px.lab, px.n, background=background, saturation=saturation)
-            else:
-                block = _BATCHED[g](image, px, origins, cfg)
+            block = _batched_group(g, image, seq, px, origins, boxes, background, saturation, cfg)
             cols = [col_index[c] for c in GROUPS[g]]
             rows[:, cols] = block
             if timings is not None:
