@@ -94,3 +94,58 @@ def intensity_features(
     if saturation is not None:
         out["Intensity_SaturatedFraction"] = float((v >= saturation).mean())
     return out
+
+
+def intensity_batched(
+    values: np.ndarray,
+    lab: np.ndarray,
+    n: int,
+    *,
+    background: float = float("nan"),
+    saturation: float | None = None,
+) -> np.ndarray:
+    """:func:`intensity_features` of every nucleus, (N, 16) float64 in ``INTENSITY_COLUMNS`` order.
+
+    One sort of all pixels by (nucleus, value) serves every nucleus's min, max and percentiles (the same
+    linear rule and arithmetic as the per-nucleus function), a second the MAD's median; sums by
+    ``np.add.reduceat`` (equal to rounding). Every nucleus must have at least one pixel.
+
+    Parameters
+    ----------
+    values : (P,) float64 ndarray
+        Pixel intensities.
+    lab : (P,) intp ndarray
+        Nucleus 0..n-1 of each pixel.
+    n : int
+    background, saturation : see :func:`intensity_features`
+    """
+    order = np.lexsort((values, lab))
+    v, ls = values[order], lab[order]
+    m = np.bincount(lab, minlength=n)
+    start = np.concatenate([[0], np.cumsum(m)[:-1]])
+    q = np.array([0.05, 0.25, 0.5, 0.75, 0.95])[None, :] * (m - 1)[:, None]
+    lo = np.floor(q).astype(np.intp)
+    w = q - lo
+    hi = np.minimum(lo + 1, (m - 1)[:, None])
+    p = v[start[:, None] + lo] * (1 - w) + v[start[:, None] + hi] * w  # (N, 5): p05 p25 p50 p75 p95
+    total = np.add.reduceat(v, start)
+    mean = total / m
+    dev = v - mean[ls]
+    sd = np.sqrt(np.add.reduceat(dev * dev, start) / m)
+    d = np.abs(v - p[ls, 2])
+    ds = d[np.lexsort((d, ls))]
+    mid = start + m // 2
+    mad = np.where(m % 2 == 1, ds[mid], (ds[np.maximum(mid - 1, start)] + ds[mid]) / 2)
+    out = np.empty((n, len(INTENSITY_COLUMNS)))
+    out[:, 0], out[:, 1], out[:, 2], out[:, 3] = total, mean, sd, mad
+    out[:, 4], out[:, 5] = v[start], v[start + m - 1]
+    out[:, 6], out[:, 7], out[:, 8], out[:, 9], out[:, 10] = p[:, 2], p[:, 1], p[:, 3], p[:, 0], p[:, 4]
+    out[:, 11] = background
+    out[:, 12] = mean - background
+    out[:, 13] = total - background * m
+    out[:, 14] = mean / background if background != 0 else np.nan
+    if saturation is None:
+        out[:, 15] = np.nan
+    else:
+        out[:, 15] = np.bincount(lab, weights=values >= saturation, minlength=n) / m
+    return out

@@ -10,9 +10,22 @@ import numpy as np
 import pandas as pd
 
 from .._errors import InputError
-from ._chromatin import CHROMATIN_COLUMNS, chromatin_features
+from ._batched import (
+    NucleusPixels,
+    haralick_batched,
+    lbp_batched,
+    nucleus_pixels,
+    pftas_batched,
+    zernike_batched,
+)
+from ._chromatin import CHROMATIN_COLUMNS, chromatin_batched, chromatin_features
 from ._crops import Crops
-from ._intensity import INTENSITY_COLUMNS, background_level, intensity_features
+from ._intensity import (
+    INTENSITY_COLUMNS,
+    background_level,
+    intensity_batched,
+    intensity_features,
+)
 from ._objects import object_slices
 from ._shape import SHAPE_COLUMNS, shape_features
 from ._texture import (
@@ -99,6 +112,35 @@ SCENMED_COLUMNS: list[str] = [
     *PFTAS_COLUMNS,
     *ZERNIKE_COLUMNS,
 ]
+
+# Groups measured for all nuclei at once (_batched); the others go nucleus by nucleus.
+_BATCHED = frozenset({"intensity", "lbp", "pftas", "zernike", "haralick", "chromatin"})
+
+
+def _batched_group(
+    g: str,
+    image: np.ndarray,
+    seq: np.ndarray,
+    px: NucleusPixels,
+    origins: np.ndarray,
+    boxes: list[tuple[slice, slice]],
+    background: float,
+    saturation: float | None,
+    cfg: FeatureConfig,
+) -> np.ndarray:
+    """(N, len(GROUPS[g])) values of a group in :data:`_BATCHED` for every nucleus."""
+    if g == "intensity":
+        return intensity_batched(px.values, px.lab, px.n, background=background, saturation=saturation)
+    if g == "lbp":
+        return lbp_batched(image, px, origins)
+    if g == "pftas":
+        return pftas_batched(px)
+    if g == "zernike":
+        return zernike_batched(px, origins)
+    if g == "haralick":
+        return haralick_batched(px, levels=cfg.haralick_levels)
+    return chromatin_batched(image, seq, px, boxes, k=cfg.hc_k, refine=cfg.hc_refine)
+
 
 # Texture needs a few pixels of context around the nucleus (LBP radius 3, Gabor kernels).
 _PAD = 4
@@ -197,16 +239,42 @@ def _measure(
     saturation: float | None,
     cfg: FeatureConfig,
     timings: dict[str, float] | None = None,
+    batched: bool = True,
 ) -> pd.DataFrame:
     """The loop behind :func:`measure_nuclei` (checked inputs); ``timings`` collects CPU seconds per
-    group for bench/features.py."""
+    group for bench/features.py. ``batched=False`` measures every group nucleus by nucleus with the
+    per-nucleus functions (the reference the batched groups are tested and benchmarked against)."""
     ids, seq, slices = object_slices(labels)
     if ids.size == 0:
         return _empty(columns)
     background = background_level(image, labels)
     H, W = labels.shape
     rows = np.empty((ids.size, len(columns) - 1), dtype=np.float64)
-    for i, sl in enumerate(slices):
+    col_index = {c: k for k, c in enumerate(columns[1:])}
+    done = set()
+    if batched and any(g in _BATCHED for g in groups):
+        t0 = time.process_time()
+        px = nucleus_pixels(image, seq, ids.size)
+        # each nucleus's crop (as the per-nucleus path cuts it): LBP and Zernike use crop coordinates
+        origins = np.array([[max(sl[0].start - _PAD, 0), max(sl[1].start - _PAD, 0)] for sl in slices])
+        boxes = [
+            (slice(y0, min(sl[0].stop + _PAD, H)), slice(x0, min(sl[1].stop + _PAD, W)))
+            for (y0, x0), sl in zip(origins, slices)
+        ]
+        if timings is not None:  # shared by the batched groups, timed on its own
+            timings["_pixels"] = timings.get("_pixels", 0.0) + time.process_time() - t0
+        for g in groups:
+            if g not in _BATCHED:
+                continue
+            t0 = time.process_time()
+            block = _batched_group(g, image, seq, px, origins, boxes, background, saturation, cfg)
+            cols = [col_index[c] for c in GROUPS[g]]
+            rows[:, cols] = block
+            if timings is not None:
+                timings[g] = timings.get(g, 0.0) + time.process_time() - t0
+            done.add(g)
+    loop = [g for g in groups if g not in done]
+    for i, sl in enumerate(slices if loop else []):
         y0 = max(sl[0].start - _PAD, 0)
         x0 = max(sl[1].start - _PAD, 0)
         y1 = min(sl[0].stop + _PAD, H)
@@ -229,14 +297,15 @@ def _measure(
             "gabor": lambda: gabor_features(crop, mask),
         }
         feats: dict[str, float] = {}
-        for g in groups:
+        for g in loop:
             if timings is None:
                 feats.update(compute[g]())
             else:
                 t0 = time.process_time()
                 feats.update(compute[g]())
                 timings[g] = timings.get(g, 0.0) + time.process_time() - t0
-        rows[i] = [feats[c] for c in columns[1:]]
+        for c, v in feats.items():
+            rows[i, col_index[c]] = v
     table = pd.DataFrame(rows, columns=columns[1:])
     table.insert(0, "ObjectNumber", ids.astype(np.int32))
     return table
