@@ -10,11 +10,11 @@ splits (9, 3) and every 10th of ``dsb2018_stage1_train_fluo`` (55 of 541, sorted
 holds out.
 
 1. **Targets**: per set, F1 at IoU 0.5 / 0.7 pooled over the images (TP, FP, FN summed) and the mean of
-   the per-image F1, for Otsu, the previous model and the candidate.
+   the per-image F1, for Otsu, the model and ``--compare``.
 2. **NuSeT's headline table** on the DSB2018 hold-out: % of touching truth pairs separated, splits,
    merges and catastrophes (``metrics.error_scores`` at IoU 0.5, summed), pooled F1@0.7, pixel mean IoU
-   (foreground and background, averaged over images), for the ablation models and the candidate.
-3. **Failure causes** of the candidate on every set (``metrics.failure_causes`` at IoU 0.5), with a
+   (foreground and background, averaged over images), for the ablation models and the models above.
+3. **Failure causes** of the model (``--model``, default the bundled one) on every set (``metrics.failure_causes`` at IoU 0.5), with a
    gallery of examples per set.
 """
 
@@ -146,7 +146,7 @@ def gallery(examples: list, path: Path, per_cause: int = 3, seed: int = 0) -> No
         for k, (_, name, im, gt, lab, side, obj) in enumerate(exs):
             src = gt if side == "fn" else lab
             ys, xs = np.nonzero(src == obj)
-            d = max(ys.ptp(), xs.ptp(), 8)
+            d = max(int(np.ptp(ys)), int(np.ptp(xs)), 8)
             y0, y1 = max(ys.min() - d, 0), min(ys.max() + d + 1, im.shape[0])
             x0, x1 = max(xs.min() - d, 0), min(xs.max() + d + 1, im.shape[1])
             crop = im[y0:y1, x0:x1]
@@ -165,7 +165,8 @@ def gallery(examples: list, path: Path, per_cause: int = 3, seed: int = 0) -> No
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="candidate model (name or .safetensors; default: bundled)")
-    parser.add_argument("--previous", default=None, help="model to compare with (default: none)")
+    parser.add_argument("--compare", default=None, help="another model to score beside it (default: none)")
+    parser.add_argument("--compare-label", default=None, help="its row label")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--quick", action="store_true", help="every 6th validation image (a check of the script)")
     args = parser.parse_args(argv)
@@ -179,15 +180,16 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
     items = val_items()[::6] if args.quick else val_items()
     cand = load_nuset(args.model) if args.model else load_nuset()
-    cand_name = cand[1].get("name") or (Path(args.model).stem if args.model else "bundled")
+    cand_name = Path(args.model).stem if args.model else "bundled nuset_v5"
     nus = lambda m: (lambda im: segment_nuset(im, model=m, device="cpu")[0])
     preds: dict[str, list] = {}
     times: dict[str, float] = {}
     preds["Otsu + distance watershed"], times["otsu"] = segment_all(items, lambda im: segment_otsu(im)[0])
-    if args.previous:
-        prev = load_nuset(args.previous)
-        preds[f"previous ({Path(args.previous).stem})"], times["previous"] = segment_all(items, nus(prev))
-    preds[f"candidate ({cand_name})"], times["candidate"] = segment_all(items, nus(cand))
+    cand_label = f"NuSeT ({cand_name})"
+    preds[cand_label], times["candidate"] = segment_all(items, nus(cand))
+    if args.compare:
+        other = args.compare_label or Path(args.compare).stem
+        preds[other], times["compare"] = segment_all(items, nus(load_nuset(args.compare)))
     for k, v in times.items():
         print(f"{k}: {v:.1f} s for {len(items)} images", flush=True)
     tt = targets_table(items, preds)
@@ -201,11 +203,11 @@ def main(argv=None) -> int:
         if p.exists():
             table_preds[label] = segment_all(dsb, nus(load_nuset(p)))[0]
     for label, labs in preds.items():
-        if label.startswith(("previous", "candidate")):
+        if not label.startswith("Otsu"):
             table_preds[label] = [l for it, l in zip(items, labs) if it[0] == dsb[0][0]]
     nt = nuset_table(dsb, table_preds)
     print(nt, flush=True)
-    ft, examples = failure_table(items, preds[f"candidate ({cand_name})"])
+    ft, examples = failure_table(items, preds[cand_label])
     print(ft, flush=True)
     text = (f"## Nuclei from every lab (`bench/dsb.py`)\n\n{stamp()}\n\n"
             "### Targets: every validation set\n\nEach cell: F1 at IoU 0.5 / 0.7 pooled over the set's images "
@@ -221,7 +223,7 @@ def main(argv=None) -> int:
             "IoU 0.5 (docs/metrics.md). The NuSeT paper reports 72% of touching nuclei separated on the Kaggle "
             "data. The ablation models (nuset_a, nuset_c, nuset_v1) never saw DSB2018 images.\n\n"
             f"{nt}\n\n"
-            "### Failure causes of the candidate\n\nCounts at IoU 0.5 per cause (definitions: "
+            f"### Failure causes of {cand_label}\n\nCounts at IoU 0.5 per cause (definitions: "
             "`nucleoscope.metrics.failure_causes`, docs/nuset.md); galleries in `docs/images/failures_<set>.png` "
             f"(truth green, prediction magenta).\n\n{ft}\n")
     print(text)

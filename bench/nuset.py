@@ -1,7 +1,7 @@
 """NuSeT benchmark: speed and memory against a plain Otsu watershed, and the ablation table (NuSeT S1).
 
-Run from the repository root: ``python bench/nuset.py [--quick]``. Writes the ``nuset`` section of
-docs/benchmarks.md.
+Run from the repository root: ``python bench/nuset.py [--quick] [--part speed|accuracy|all]``. Writes
+the ``nuset-speed`` and ``nuset`` sections of docs/benchmarks.md.
 
 * **Speed** (read -> labels, one process, ``torch.set_num_threads(2)``): a TIFF made by tiling the
   bundled BBBC039 sample to 512², 2048² and 4096² is read with ``nucleoscope.io.read_image`` and
@@ -45,9 +45,12 @@ torch.set_num_threads(2)
 sys.path.insert(0, {src!r})
 from nucleoscope.io import read_image
 method, path = sys.argv[1], sys.argv[2]
-if method == "nuset":
-    from nucleoscope.segment.nuset import segment_nuset as fn
-    fn(np.zeros((64, 64), np.float32) + np.eye(64, dtype=np.float32), device="cpu")  # load the model once
+if method.startswith("nuset"):
+    import functools
+    from nucleoscope.segment.nuset import segment_nuset
+    fn = functools.partial(segment_nuset, device="cpu",
+                           precision="bfloat16" if method == "nuset-bf16" else "float32")
+    fn(np.zeros((64, 64), np.float32) + np.eye(64, dtype=np.float32))  # load the model once
 else:
     from nucleoscope.segment.classic import segment_otsu as fn
 best = None
@@ -55,7 +58,7 @@ img = read_image(path).data
 for _ in range(max(3, min(10, int(3 / (img.size / 1e6))))):  # best of >= 3: this shared machine has load spikes
     t = time.perf_counter()
     img = read_image(path).data
-    labels, details = fn(img) if method != "nuset" else fn(img, device="cpu")
+    labels, details = fn(img)
     dt = time.perf_counter() - t
     best = dt if best is None else min(best, dt)
 print(json.dumps({{"s": best, "n": int(labels.max()), "mp": img.size / 1e6,
@@ -65,6 +68,9 @@ print(json.dumps({{"s": best, "n": int(labels.max()), "mp": img.size / 1e6,
 
 def speed(sizes: list[int]) -> str:
     import tifffile
+    import torch
+
+    bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
     src = tifffile.imread(REPO / "src" / "nucleoscope" / "data" / "IXMtest_C09_s7.tif")
     rows = []
@@ -74,16 +80,19 @@ def speed(sizes: list[int]) -> str:
             path = Path(tmp) / f"tile_{n}.tif"
             tifffile.imwrite(path, img, compression="zlib")
             res = {}
-            for method in ("otsu", "nuset"):
+            for method in ("otsu", "nuset") + (("nuset-bf16",) if bf16 else ()):
                 out = subprocess.run([sys.executable, "-c", _CHILD.format(src=str(REPO / "src")), method, str(path)],
                                      capture_output=True, text=True, check=True)
                 res[method] = json.loads(out.stdout.strip().splitlines()[-1])
             o, s = res["otsu"], res["nuset"]
-            rows.append(f"| {n}x{n} | {s['s'] / s['mp']:.3f} | {o['s'] / o['mp']:.3f} | {s['rss_mb']:.0f} | "
+            b = res.get("nuset-bf16")
+            rows.append(f"| {n}x{n} | {s['s'] / s['mp']:.3f} | "
+                        + (f"{b['s'] / b['mp']:.3f} ({b['n']} nuclei) | " if b else "n/a | ")
+                        + f"{o['s'] / o['mp']:.3f} | {s['s'] / o['s']:.2f} | {s['rss_mb']:.0f} | "
                         f"{o['rss_mb']:.0f} | {s['n']} | {o['n']} |")
             print(rows[-1], flush=True)
-    head = ("| image | NuSeT s/MP | Otsu watershed s/MP | NuSeT peak RSS (MiB) | Otsu peak RSS (MiB) | "
-            "NuSeT nuclei | Otsu nuclei |\n|---|---|---|---|---|---|---|")
+    head = ("| image | NuSeT s/MP | NuSeT --precision bfloat16 s/MP | Otsu watershed s/MP | NuSeT / Otsu time | "
+            "NuSeT peak RSS (MiB) | Otsu peak RSS (MiB) | NuSeT nuclei | Otsu nuclei |\n|---|---|---|---|---|---|---|---|---|")
     return head + "\n" + "\n".join(rows)
 
 
@@ -217,34 +226,43 @@ def scale_table(quick: bool) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a quarter of the validation images, sizes 512 and 2048")
+    parser.add_argument("--part", choices=["speed", "accuracy", "all"], default="all",
+                        help="speed (section nuset-speed), accuracy (ablation + scale, section nuset) or both")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     from _docs import stamp, write_section
 
-    sizes = [512, 2048] if args.quick else [512, 2048, 4096]
-    sp = speed(sizes)
-    fl = flops_line()
-    ab = ablation(args.quick)
-    sc = scale_table(args.quick)
-    text = (f"## NuSeT: speed and ablation\n\n{stamp()}\n\n"
-            f"### Speed and memory (read -> labels, single process, 2 torch threads)\n\n{fl}\n\n{sp}\n\n"
-            "The image is the bundled BBBC039 field tiled to size; both methods ran in the same session "
-            "(this machine is shared, absolute times move with its load).\n\n"
-            "### Ablation (NuSeT Table S1 style), validation images\n\n"
-            "Each cell: mean per-image F1 at IoU 0.5 / F1 at IoU 0.7 / merges / splits (merges and splits from "
-            "`nucleoscope.metrics.error_scores` at IoU 0.5, summed). No minimum object size in scoring. "
-            "Models a and b trained 6.3 min each (about 1,500 steps of 16 crops) on the H100 beside the first 6.3 min "
-            "of nuset_v1 (4,280 steps in all); model c 7.3 min (2,082 steps) beside the nuset_v2 candidates; "
-            "nuset_v2 5,121 steps; nuset_v3 is nuset_v2 fine-tuned 50 min on this CPU with the boundary channel; "
-            "nuset_v4 is nuset_v3 fine-tuned 80 min on this CPU with brightness and ramp augmentation (two "
-            "checkpoints averaged); nuset_v5 is nuset_v4 trained 25 min more on an H100 (8,245 steps of 16 crops). "
-            "Rows a-c have no RPN (connected components of the mask). Thresholds of nuset_v1 to nuset_v5 "
-            "were tuned on these images (see their JSON), so these are validation, not test, scores.\n\n"
-            + ab + "\n\n"
-            "### Scale: the same nuclei at other magnifications\n\n" + sc + "\n")
-    print(text)
-    if not args.no_write:
-        write_section("nuset", text)
+    if args.part in ("speed", "all"):
+        sizes = [512, 2048] if args.quick else [512, 2048, 4096]
+        sp = speed(sizes)
+        text = (f"## NuSeT: speed and memory (read -> labels, single process, 2 torch threads)\n\n{stamp()}\n\n"
+                f"{flops_line()}\n\n{sp}\n\n"
+                "The image is the bundled BBBC039 field tiled to size; every method ran in the same session, one "
+                "after the other per size (this machine is shared: absolute times move with its load, the "
+                "NuSeT / Otsu ratio much less). bfloat16: `--precision bfloat16` (oneDNN autocast; only on CPUs "
+                "with native bfloat16).\n")
+        print(text)
+        if not args.no_write:
+            write_section("nuset-speed", text)
+    if args.part in ("accuracy", "all"):
+        ab = ablation(args.quick)
+        sc = scale_table(args.quick)
+        text = (f"## NuSeT: ablation and scale\n\n{stamp()}\n\n"
+                "### Ablation (NuSeT Table S1 style), validation images\n\n"
+                "Each cell: mean per-image F1 at IoU 0.5 / F1 at IoU 0.7 / merges / splits (merges and splits from "
+                "`nucleoscope.metrics.error_scores` at IoU 0.5, summed). No minimum object size in scoring. "
+                "Models a and b trained 6.3 min each (about 1,500 steps of 16 crops) on the H100 beside the first 6.3 min "
+                "of nuset_v1 (4,280 steps in all); model c 7.3 min (2,082 steps) beside the nuset_v2 candidates; "
+                "nuset_v2 5,121 steps; nuset_v3 is nuset_v2 fine-tuned 50 min on this CPU with the boundary channel; "
+                "nuset_v4 is nuset_v3 fine-tuned 80 min on this CPU with brightness and ramp augmentation (two "
+                "checkpoints averaged); nuset_v5 is nuset_v4 trained 25 min more on an H100 (8,245 steps of 16 crops). "
+                "Rows a-c have no RPN (connected components of the mask). Thresholds of nuset_v1 to nuset_v5 "
+                "were tuned on these images (see their JSON), so these are validation, not test, scores.\n\n"
+                + ab + "\n\n"
+                "### Scale: the same nuclei at other magnifications\n\n" + sc + "\n")
+        print(text)
+        if not args.no_write:
+            write_section("nuset", text)
     return 0
 
 

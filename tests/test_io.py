@@ -899,6 +899,24 @@ def test_read_datasets_holds_out_every_nth_image_or_uses_val(tmp_path):
     assert image[3, 4] == 25 and labels.max() == 2 and name == "im1.tif"
 
 
+def test_read_datasets_hold_out_per_set(tmp_path):
+    from nucleoscope.cli.train_segmenter import _holdout
+    from nucleoscope.io import read_datasets
+
+    _dataset(tmp_path / "a", [f"im{k}.tif" for k in range(5)])
+    _dataset(tmp_path / "c", [f"c{k}.tif" for k in range(6)])
+    holdout = _holdout(["2", "c=4"])
+    assert holdout == {"*": 2, "c": 4}
+    train, val, record = read_datasets([tmp_path / "a", tmp_path / "c"], holdout=holdout)
+    assert record["a"]["held_out"] == ["im0.tif", "im2.tif", "im4.tif"] and record["a"]["val"] == "every 2th train image (sorted)"
+    assert record["c"]["held_out"] == ["c0.tif", "c4.tif"] and record["c"]["n_train"] == 4
+    assert len(train) == 2 + 4 and len(val) == 3 + 2
+    with pytest.raises(InputError, match="nothing to train on"):
+        read_datasets([tmp_path / "a"], holdout={"a": 1})
+    with pytest.raises(InputError, match="SET=N"):
+        _holdout(["c=x"])
+
+
 def test_read_datasets_errors_name_the_file(tmp_path):
     from nucleoscope.io import read_datasets
 
