@@ -19,6 +19,7 @@ __all__ = [
     "NucleusPixels",
     "haralick_batched",
     "lbp_batched",
+    "group_range",
     "nucleus_pixels",
     "otsu_batched",
     "pftas_batched",
@@ -45,6 +46,10 @@ class NucleusPixels:
         Their intensities.
     area : (N,) int64 ndarray
         Pixels per nucleus.
+    rows, cols : (P,) intp ndarray
+        Image coordinates of the pixels (shared by the groups that need neighbours or positions).
+    lo, hi : (N,) float64 ndarray
+        Each nucleus's minimum and maximum intensity.
     """
 
     def __init__(self, image: np.ndarray, seq: np.ndarray, n: int) -> None:
@@ -55,6 +60,17 @@ class NucleusPixels:
         self.lab = s[self.flat].astype(np.intp) - 1
         self.values = image.ravel()[self.flat].astype(np.float64)
         self.area = np.bincount(self.lab, minlength=n)
+        self.rows, self.cols = np.divmod(self.flat, seq.shape[1])
+        self.lo, self.hi = group_range(self.values, self.lab, n)
+
+
+def group_range(values: np.ndarray, lab: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(min, max) of ``values`` per group 0..n-1 of ``lab``, (N,) each; +inf / -inf for an empty group."""
+    lo = np.full(n, np.inf)
+    hi = np.full(n, -np.inf)
+    np.minimum.at(lo, lab, values)  # ~5x faster than ndimage.minimum(labels, index), which sorts
+    np.maximum.at(hi, lab, values)
+    return lo, hi
 
 
 def nucleus_pixels(image: np.ndarray, seq: np.ndarray, n: int) -> NucleusPixels:
@@ -64,10 +80,7 @@ def nucleus_pixels(image: np.ndarray, seq: np.ndarray, n: int) -> NucleusPixels:
 
 def _quantize(px: NucleusPixels, levels: int) -> tuple[np.ndarray, np.ndarray]:
     """:func:`~nucleoscope.features.quantize` of every nucleus: (P,) levels 1..levels, (N,) hi > lo."""
-    lo = np.full(px.n, np.inf)
-    hi = np.full(px.n, -np.inf)
-    np.minimum.at(lo, px.lab, px.values)  # ~5x faster than ndimage.minimum(labels, index), which sorts
-    np.maximum.at(hi, px.lab, px.values)
+    lo, hi = px.lo, px.hi
     varied = hi > lo
     plo, phi = lo[px.lab], hi[px.lab]
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -100,7 +113,7 @@ def haralick_batched(px: NucleusPixels, *, levels: int = 32) -> np.ndarray:
     qimg[px.flat] = q
     limg = np.full(H * W, -1, np.intp)
     limg[px.flat] = px.lab
-    ys, xs = np.divmod(px.flat, W)
+    ys, xs = px.rows, px.cols
     size = np.where(varied, L, 2)  # mahotas's matrix size per nucleus
     k = np.arange(L, dtype=np.float64)
     k2 = k**2
@@ -193,7 +206,7 @@ def lbp_batched(image: np.ndarray, px: NucleusPixels, origins: np.ndarray) -> np
     img = np.pad(np.asarray(image, np.float64), pad).ravel()  # 0 outside, as skimage's cval
     W = px.shape[1]
     wp = W + 2 * pad
-    ys, xs = np.divmod(px.flat, W)
+    ys, xs = px.rows, px.cols
     base = (ys + pad) * wp + xs + pad
     yl = ys - origins[px.lab, 0]
     xl = xs - origins[px.lab, 1]
@@ -231,7 +244,8 @@ def lbp_batched(image: np.ndarray, px: NucleusPixels, origins: np.ndarray) -> np
 _OTSU_BINS = 256
 
 
-def otsu_batched(values: np.ndarray, lab: np.ndarray, n: int) -> np.ndarray:
+def otsu_batched(values: np.ndarray, lab: np.ndarray, n: int,
+                 lo_hi: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """``skimage.filters.threshold_otsu`` of every group of ``values``, (N,) float64.
 
     Replicates skimage (float input: ``np.histogram`` with 256 equal bins over [min, max], numpy's
@@ -245,12 +259,11 @@ def otsu_batched(values: np.ndarray, lab: np.ndarray, n: int) -> np.ndarray:
     lab : (P,) intp ndarray
         Group 0..n-1 of each value.
     n : int
+    lo_hi : ((N,), (N,)) float64 ndarrays, optional
+        The groups' :func:`group_range`, when the caller has it.
     """
     nb = _OTSU_BINS
-    lo = np.full(n, np.inf)
-    hi = np.full(n, -np.inf)
-    np.minimum.at(lo, lab, values)
-    np.maximum.at(hi, lab, values)
+    lo, hi = group_range(values, lab, n) if lo_hi is None else lo_hi
     varied = hi > lo
     out = np.where(np.isfinite(lo), lo, np.nan)  # constant group: its value (skimage's first pixel)
     if not varied.any():
@@ -285,7 +298,7 @@ def pftas_batched(px: NucleusPixels) -> np.ndarray:
     assumed off. NaN for an empty nucleus (never in a label image).
     """
     n, lab, v = px.n, px.lab, px.values
-    T = otsu_batched(v, lab, n)
+    T = otsu_batched(v, lab, n, (px.lo, px.hi))
     above = v > T[lab]
     total = np.bincount(lab, weights=above, minlength=n)
     ssum = np.bincount(lab, weights=np.where(above, v, 0.0), minlength=n)
@@ -307,7 +320,7 @@ def pftas_batched(px: NucleusPixels) -> np.ndarray:
     # 4-bit fields of one int16 (counts <= 8), so each of the 8 shifts is two gathers and a sum.
     H, W = px.shape
     wp = W + 2
-    ys, xs = np.divmod(px.flat, W)
+    ys, xs = px.rows, px.cols
     pos = (ys + 1) * wp + xs + 1
     lgrid = np.full((H + 2) * wp, -1, np.intp)
     lgrid[pos] = lab
@@ -346,8 +359,7 @@ def zernike_batched(px: NucleusPixels, origins: np.ndarray) -> np.ndarray:
     from math import factorial
 
     n, lab, v = px.n, px.lab, px.values
-    W = px.shape[1]
-    ys, xs = np.divmod(px.flat, W)
+    ys, xs = px.rows, px.cols
     yl = (ys - origins[lab, 0]).astype(np.float64)
     xl = (xs - origins[lab, 1]).astype(np.float64)
     area = np.maximum(px.area, 1)
@@ -357,8 +369,7 @@ def zernike_batched(px: NucleusPixels, origins: np.ndarray) -> np.ndarray:
     far = np.full(n, -np.inf)
     np.maximum.at(far, lab, dist2)
     radius = np.sqrt(far) + 0.5
-    lo = np.full(n, np.inf)
-    np.minimum.at(lo, lab, v)
+    lo = px.lo
     p = np.where(lo[lab] < 0, v - lo[lab], v)  # negative nuclei shifted to start at 0
     total = np.bincount(lab, weights=p, minlength=n)
     k = p > 0  # mahotas keeps D <= 1 (every nucleus pixel) with P > 0

@@ -119,7 +119,7 @@ def chromatin_batched(
     ``otsu_batched`` call; the sums by ``np.bincount`` (equal to the per-nucleus ones to rounding, and
     the counts exactly).
     """
-    from ._batched import otsu_batched
+    from ._batched import group_range, otsu_batched
 
     n, lab, v = px.n, px.lab, px.values
     keep = np.ones(v.size, bool)
@@ -134,11 +134,8 @@ def chromatin_batched(
         bg_l = np.concatenate(bg_lab)
         n_bg = np.bincount(bg_l, minlength=n)
         both_v, both_l = np.concatenate([v, bg_v]), np.concatenate([lab, bg_l])
-        lo = np.full(n, np.inf)
-        hi = np.full(n, -np.inf)
-        np.minimum.at(lo, both_l, both_v)
-        np.maximum.at(hi, both_l, both_v)
-        t_otsu = otsu_batched(both_v, both_l, n)
+        lo, hi = group_range(both_v, both_l, n)
+        t_otsu = otsu_batched(both_v, both_l, n, (lo, hi))
         try_refine = (n_bg >= 10) & (lo < hi)
         above = v > t_otsu[lab]
         kept = np.bincount(lab, weights=above, minlength=n)

@@ -252,15 +252,16 @@ def _measure(
     rows = np.empty((ids.size, len(columns) - 1), dtype=np.float64)
     col_index = {c: k for k, c in enumerate(columns[1:])}
     done = set()
+    # each nucleus's crop, _PAD px of context clipped to the image: cut once, used by both paths (the
+    # batched LBP and Zernike work in crop coordinates, as the per-nucleus functions see them)
+    boxes = [
+        (slice(max(sy.start - _PAD, 0), min(sy.stop + _PAD, H)), slice(max(sx.start - _PAD, 0), min(sx.stop + _PAD, W)))
+        for sy, sx in slices
+    ]
     if batched and any(g in _BATCHED for g in groups):
         t0 = time.process_time()
         px = nucleus_pixels(image, seq, ids.size)
-        # each nucleus's crop (as the per-nucleus path cuts it): LBP and Zernike use crop coordinates
-        origins = np.array([[max(sl[0].start - _PAD, 0), max(sl[1].start - _PAD, 0)] for sl in slices])
-        boxes = [
-            (slice(y0, min(sl[0].stop + _PAD, H)), slice(x0, min(sl[1].stop + _PAD, W)))
-            for (y0, x0), sl in zip(origins, slices)
-        ]
+        origins = np.array([[sy.start, sx.start] for sy, sx in boxes])
         if timings is not None:  # shared by the batched groups, timed on its own
             timings["_pixels"] = timings.get("_pixels", 0.0) + time.process_time() - t0
         for g in groups:
@@ -274,15 +275,12 @@ def _measure(
                 timings[g] = timings.get(g, 0.0) + time.process_time() - t0
             done.add(g)
     loop = [g for g in groups if g not in done]
-    for i, sl in enumerate(slices if loop else []):
-        y0 = max(sl[0].start - _PAD, 0)
-        x0 = max(sl[1].start - _PAD, 0)
-        y1 = min(sl[0].stop + _PAD, H)
-        x1 = min(sl[1].stop + _PAD, W)
-        crop_l = seq[y0:y1, x0:x1]
+    for i, box in enumerate(boxes if loop else []):
+        y0, x0 = box[0].start, box[1].start
+        crop_l = seq[box]
         mask = crop_l == i + 1
         # float64 per crop, not for the whole image: a 10240 x 10240 field would need 800 MB.
-        crop = image[y0:y1, x0:x1].astype(np.float64)
+        crop = image[box].astype(np.float64)
         compute = {
             "shape": lambda: shape_features(mask, offset=(y0, x0), spacing=spacing),
             "intensity": lambda: intensity_features(crop[mask], background=background, saturation=saturation),
