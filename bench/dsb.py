@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 DATA = Path(os.environ.get("NUCLEOSCOPE_DATA", REPO.parent / "shared" / "data"))
 ABLATION = REPO / "src" / "nucleoscope" / "models" / "ablation"
+DSB = "dsb2018_stage1_train_fluo"
 SETS = [("bbbc039", "val", 1), ("kromp2020_sbsst265", "train", 5), ("koyuncu_hepg2_huh7_hoechst", "train", 5),
         ("dsb2018_stage1_train_fluo", "train", 10)]
 SHORT = {"bbbc039": "bbbc039/val", "kromp2020_sbsst265": "kromp2020 held-out", "koyuncu_hepg2_huh7_hoechst":
@@ -90,7 +91,7 @@ def nuset_table(items, preds: dict[str, list[np.ndarray]]) -> str:
         c = np.zeros((2, 3))
         miou = []
         for (ds, _, _, gt), lab in zip(items, labs):
-            if ds != "dsb2018_stage1_train_fluo":
+            if ds != DSB:
                 continue
             sc = evaluate_image(gt, lab, thresholds=(0.5, 0.7), hausdorff=False)
             e = sc.errors
@@ -194,17 +195,16 @@ def main(argv=None) -> int:
         print(f"{k}: {v:.1f} s for {len(items)} images", flush=True)
     tt = targets_table(items, preds)
     print(tt, flush=True)
-    dsb = [it for it in items if it[0] == "dsb2018_stage1_train_fluo"]
-    table_preds = {"Otsu + distance watershed": [l for it, l in zip(items, preds["Otsu + distance watershed"]) if it[0] == dsb[0][0]]}
+    dsb = [it for it in items if it[0] == DSB]
+    on_dsb = lambda labs: [lab for it, lab in zip(items, labs) if it[0] == DSB]
+    table_preds = {"Otsu + distance watershed": on_dsb(preds["Otsu + distance watershed"])}
     for key, label in (("a", "U-Net only (nuset_a: whole-image normalization, connected components)"),
                        ("c", "+ synthetic data, foreground normalization (nuset_c)"),
                        ("v1", "+ RPN-seeded watershed (nuset_v1)")):
         p = ABLATION / f"nuset_{key}.safetensors"
         if p.exists():
             table_preds[label] = segment_all(dsb, nus(load_nuset(p)))[0]
-    for label, labs in preds.items():
-        if not label.startswith("Otsu"):
-            table_preds[label] = [l for it, l in zip(items, labs) if it[0] == dsb[0][0]]
+    table_preds.update({label: on_dsb(labs) for label, labs in preds.items() if not label.startswith("Otsu")})
     nt = nuset_table(dsb, table_preds)
     print(nt, flush=True)
     ft, examples = failure_table(items, preds[cand_label])

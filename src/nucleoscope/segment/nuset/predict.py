@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..._errors import InputError
 from ...tiling import TilingConfig, predict_tiled
 from .network import NusetNet
 
@@ -29,8 +30,6 @@ PRECISIONS = ("float32", "bfloat16")
 def check_precision(precision: str, device: torch.device) -> str:
     """``precision`` if it is one of :data:`PRECISIONS` and this device runs it natively, else an
     :class:`nucleoscope.InputError` (bfloat16 emulated on an older CPU is slower than float32)."""
-    from ..._errors import InputError
-
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if precision == "bfloat16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
