@@ -354,3 +354,14 @@ def test_nuclei_below_the_model_range_are_a_warning(tmp_path):
     assert det.warnings and "below NuSeT's range" in det.warnings[0]
     _, ok = segment(s.image.astype(np.float32), method="nuset")
     assert ok.warnings == []
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_worker_is_killed_by_the_kernel_when_its_parent_dies():
+    """The watchdog polls every 0.5 s; in that window a worker of a ``kill -9``-ed run went on writing and
+    a run resumed at once kept its temporary file. The kernel's parent-death signal closes the window."""
+    code = ("import ctypes, signal; from nucleoscope.pipeline.workers import worker_init; "
+            "import os; worker_init(1, os.getppid()); v = ctypes.c_int(); "
+            "ctypes.CDLL(None).prctl(2, ctypes.byref(v), 0, 0, 0); print(v.value)")  # 2 = PR_GET_PDEATHSIG
+    got = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(got.stdout) == signal.SIGKILL

@@ -414,6 +414,9 @@ def _run_locked(job: BatchJob, items: Sequence[Item], out: Path, *, jobs: int, s
     except Exception as exc:  # noqa: BLE001 - crops/patches must not lose run.json and the report
         log.debug("finishing the batch failed", exc_info=True)
         errors.append(f"{out}: {type(exc).__name__}: {exc}")
+    # Again at the end: a worker of a killed run may have outlived it by a moment and left a file after
+    # the sweep in prepare_output.
+    _remove_stale_temporaries(out)
     finished = _dt.datetime.now(_dt.timezone.utc)
     failures = images.loc[images["Status"] != "ok", ["ImageName", "Path", "Error"]].to_dict("records")
     run_info = {
