@@ -75,15 +75,14 @@ def test_lazy_zarr_path_equals_in_memory_segment_tiled(field, in_memory, tmp_pat
     assert io.read_image(out).spacing == 0.25
 
 
-def test_lazy_tiff_reads_only_tiles_and_segments_the_same(field, in_memory, tmp_path):
-    ref, _ = in_memory
+def test_lazy_tiff_is_memory_mapped_or_read_by_tiles(field, tmp_path):
+    # (segmenting a tiled TIFF lazily: test_run_takes_the_lazy_path_for_a_huge_image_with_ome_zarr)
     tifffile.imwrite(tmp_path / "plain.tif", field)
     tifffile.imwrite(tmp_path / "tiled.tif", field, compression="zlib", tile=(256, 256))
     plain, tiled = io.open_image_lazy(tmp_path / "plain.tif"), io.open_image_lazy(tmp_path / "tiled.tif")
     assert isinstance(plain.data, np.memmap) and not isinstance(tiled.data, np.ndarray)
     np.testing.assert_array_equal(tiled.data[100:300, 2000:2100], field[100:300, 2000:2100])
-    labels, _ = segment_large(tiled.data, method="otsu", tile_size=512, diameter=18)
-    np.testing.assert_array_equal(labels, ref)
+    np.testing.assert_array_equal(plain.data[1900:2048, 3000:], field[1900:2048, 3000:])
 
 
 def test_lazy_reader_chooses_one_plane(tmp_path):
@@ -187,3 +186,24 @@ def test_zarr_sink_leaves_nothing_on_failure(tmp_path):
     assert not target.exists() and not list(tmp_path.iterdir())
     with pytest.raises(ValueError, match="shape"):
         segment_tiled(image, _label, TilingConfig(tile=128, overlap=32), sink=LabelSink((10, 10)))
+
+
+def test_run_takes_the_lazy_path_for_a_huge_image_with_ome_zarr(field, in_memory, tmp_path, caplog):
+    import logging
+
+    import pandas as pd
+
+    from nucleoscope.cli import main
+
+    ref, _ = in_memory
+    tifffile.imwrite(tmp_path / "field.tif", field, compression="zlib", tile=(256, 256))
+    with caplog.at_level(logging.INFO, logger="nucleoscope.pipeline.run"):
+        rc = main(["run", str(tmp_path / "field.tif"), "-o", str(tmp_path / "out"), "--method", "otsu",
+                   "--tile-size", "512", "--diameter", "18", "--ome-zarr", "--lazy-above", "5", "-q",
+                   "--features", "shape", "--no-overlays"])
+    assert rc == 0
+    assert "segmented lazily" in caplog.text  # 6.3 MP > 5 MP and tiled
+    np.testing.assert_array_equal(io.read_zarr_labels(tmp_path / "out" / "ome-zarr" / "field.ome.zarr"), ref)
+    np.testing.assert_array_equal(io.read_labels(tmp_path / "out" / "labels" / "field.tif"), ref)
+    table = pd.read_csv(tmp_path / "out" / "nuclei.csv")
+    assert len(table) == ref.max() and table["ObjectNumber"].tolist() == list(range(1, ref.max() + 1))
