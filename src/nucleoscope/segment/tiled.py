@@ -19,7 +19,10 @@ fills a background pocket enclosed by a ring of touching nuclei (one giant objec
 tile stays open there, its nuclei split as usual. ``classic`` (morphological reconstruction propagates across the image)
 and ``nuset`` (each tile is normalized by its own foreground) come close but not bit-exact.
 Memory: the image, the labels and one tile's working set (``tissue`` with Li's or Shanbhag's threshold
-also gathers one float32 copy of the smoothed image while the threshold is planned).
+also gathers one float32 copy of the smoothed image while the threshold is planned). A lazily read image
+(a zarr array, a memmap: :class:`LazyImage`) is read a crop or a tile at a time, and with a sink that
+writes to disk (``sink=``, :class:`nucleoscope.io.ZarrLabelSink`) the labels are not held either: then
+one tile's working set and a band of label rows as wide as the image.
 """
 
 from __future__ import annotations
