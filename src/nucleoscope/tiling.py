@@ -11,7 +11,9 @@ Two entry points, both with memory bounded by the tile size (plus the output arr
   furthest from a tile edge, whole), copies of the same nucleus seen by neighbouring tiles are matched by
   overlap and kept once, and ids are relabelled 1..N in raster order. With nuclei smaller than the
   overlap (bounding box < overlap along both axes) and a segmenter that decides each object from its
-  neighbourhood, the result equals untiled segmentation.
+  neighbourhood, the result equals untiled segmentation. It goes a row of tiles at a time and writes
+  into a :class:`LabelSink`: the whole label image in memory by default, or only a band of rows with a
+  sink that writes the final rows to disk (:class:`nucleoscope.io.ZarrLabelSink`), one code path for both.
 
 Tile layouts (per axis), :attr:`TilingConfig.layout`:
 
