@@ -11,7 +11,9 @@ Two entry points, both with memory bounded by the tile size (plus the output arr
   furthest from a tile edge, whole), copies of the same nucleus seen by neighbouring tiles are matched by
   overlap and kept once, and ids are relabelled 1..N in raster order. With nuclei smaller than the
   overlap (bounding box < overlap along both axes) and a segmenter that decides each object from its
-  neighbourhood, the result equals untiled segmentation.
+  neighbourhood, the result equals untiled segmentation. It goes a row of tiles at a time and writes
+  into a :class:`LabelSink`: the whole label image in memory by default, or only a band of rows with a
+  sink that writes the final rows to disk (:class:`nucleoscope.io.ZarrLabelSink`), one code path for both.
 
 Tile layouts (per axis), :attr:`TilingConfig.layout`:
 
@@ -37,7 +39,7 @@ from scipy import ndimage as ndi
 
 from ._errors import InputError
 
-__all__ = ["TilingConfig", "Tile", "iter_tiles", "predict_tiled", "segment_tiled"]
+__all__ = ["LabelSink", "TilingConfig", "Tile", "iter_tiles", "predict_tiled", "segment_tiled"]
 
 log = logging.getLogger(__name__)
 
@@ -265,8 +267,45 @@ def _predict_tiled_strided(image: Any, predict_fn: Callable[[np.ndarray], Sequen
     return tuple(outs)
 
 
+class LabelSink:
+    """Where :func:`segment_tiled` writes its stitched labels: a band of rows at a time, then renumbered.
+
+    The stitcher asks for the rows it may still change (:meth:`rows`, ``start`` and ``stop`` never
+    decreasing) and treats every row above ``start`` as final. It writes provisional ids there; at the
+    end :meth:`finish` maps every stored id through a table to the final numbering. This base class
+    holds the whole label image in memory (:func:`segment_tiled`'s default); a sink that writes finished
+    rows to disk (:class:`nucleoscope.io.ZarrLabelSink`) keeps only the band.
+
+    Parameters
+    ----------
+    shape : (int, int)
+        ``(Y, X)`` of the label image.
+    """
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.array = np.zeros(self.shape, np.int32)
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Writable int32 ``(stop - start, X)`` rows ``start:stop`` of the label image.
+
+        Rows already handed out keep their content; rows never handed out are 0; rows above ``start``
+        will not be asked for again (they are final).
+        """
+        return self.array[start:stop]
+
+    def finish(self, lut: np.ndarray, chunk: int) -> Any:
+        """Replace every stored id ``i`` by ``lut[i]`` (int32) in blocks of ``chunk`` rows; returns the
+        result (here the ``(Y, X)`` int32 label image)."""
+        step = max(1, int(chunk))
+        for r in range(0, self.shape[0], step):
+            self.array[r:r + step] = np.take(lut, self.array[r:r + step])
+        return self.array
+
+
 class _Registry:
-    """Per-id metadata of the stitched labels: area, priority and bounding box (global coordinates)."""
+    """Per-id metadata of the stitched labels: area, priority, bounding box (global coordinates) and the
+    first pixel in raster order once its rows are final (-1 until then)."""
 
     def __init__(self) -> None:
         self.size = 0
@@ -274,18 +313,43 @@ class _Registry:
         self.area = np.zeros(cap, np.int64)
         self.prio = np.zeros(cap, np.float64)
         self.bbox = np.zeros((cap, 4), np.int64)  # y0, y1, x0, x1
+        self.first = np.full((cap, 2), -1, np.int64)  # row, column
 
     def add(self, n: int) -> np.ndarray:
         """Reserve ``n`` new ids (1-based); returns them."""
         need = self.size + n + 1
         if need > self.area.size:
             cap = max(need, 2 * self.area.size)
+            old = self.area.size
             self.area = np.resize(self.area, cap)
             self.prio = np.resize(self.prio, cap)
             self.bbox = np.resize(self.bbox, (cap, 4))
+            self.first = np.resize(self.first, (cap, 2))
+            self.first[old:] = -1
         ids = np.arange(self.size + 1, self.size + 1 + n, dtype=np.int64)
         self.size += n
         return ids
+
+    def band_start(self, y: int) -> int:
+        """The first row a tile row starting at row ``y`` may change: ``y``, or the top of a live object
+        reaching row ``y`` (replacing it erases it across its box)."""
+        n = self.size + 1
+        live = (self.area[:n] > 0) & (self.bbox[:n, 1] > y)
+        return int(min(y, self.bbox[:n, 0][live].min(initial=y)))
+
+    def record_firsts(self, rows: np.ndarray, y0: int) -> None:
+        """Note the first pixel of every live object whose first pixel lies in ``rows`` (final rows
+        ``y0:y0 + len(rows)``); its box says where to look."""
+        n = self.size + 1
+        y1 = y0 + rows.shape[0]
+        todo = np.flatnonzero((self.area[:n] > 0) & (self.first[:n, 0] < 0) & (self.bbox[:n, 0] < y1))
+        for i in todo:
+            by0, by1, bx0, bx1 = (int(v) for v in self.bbox[i])
+            for r in range(max(by0, y0), min(by1, y1)):
+                hit = np.flatnonzero(rows[r - y0, bx0:bx1] == i)
+                if hit.size:
+                    self.first[i] = (r, bx0 + int(hit[0]))
+                    break
 
 
 def _bbox_arrays(labels: np.ndarray, n: int) -> np.ndarray:
@@ -298,7 +362,8 @@ def _bbox_arrays(labels: np.ndarray, n: int) -> np.ndarray:
 
 
 def segment_tiled(image: Any, segment_fn: Callable[[np.ndarray], Any],
-                  config: TilingConfig = TilingConfig()) -> np.ndarray:
+                  config: TilingConfig = TilingConfig(), *, sink: LabelSink | None = None,
+                  min_relative_area: float = 0.0) -> Any:
     """Run an instance segmenter tile by tile and stitch its labels without seams or duplicates.
 
     Parameters
@@ -311,12 +376,20 @@ def segment_tiled(image: Any, segment_fn: Callable[[np.ndarray], Any],
     config : TilingConfig
         Tile size and overlap; make ``config.overlap // 2`` at least the largest nucleus diameter you
         expect (after any rescaling) so every nucleus lies whole in the tile that owns it.
+    sink : LabelSink, optional
+        Where the labels go; default a :class:`LabelSink` holding the whole ``(Y, X)`` image in memory.
+        A sink that writes final rows elsewhere (:class:`nucleoscope.io.ZarrLabelSink`) bounds the
+        memory by one tile row's band.
+    min_relative_area : float
+        Drop stitched objects smaller than this fraction of the mean object area (the classic
+        pipelines' image-level filter, :func:`nucleoscope.postprocess.remove_small_relative`), in
+        ``[0, 1)``; 0 keeps all.
 
     Returns
     -------
-    ndarray, int32, (Y, X)
+    ndarray, int32, (Y, X), or what ``sink.finish`` returns
         Labels 1..N, numbered in raster order of each object's first pixel (the order of
-        :func:`scipy.ndimage.label`).
+        :func:`scipy.ndimage.label`), the same whatever the sink.
 
     Notes
     -----
@@ -332,148 +405,176 @@ def segment_tiled(image: Any, segment_fn: Callable[[np.ndarray], Any],
     an already painted object (or that object covers that fraction of it): then the two are the same
     nucleus, and the version with the higher priority is kept (it replaces the other under the other's
     id, or is dropped). Small overlaps between different nuclei go to the object painted first.
-    Memory: one tile's input and labels plus the output array and a few numbers per object.
+
+    Tiles go row by row. Before a row of tiles, the rows above both its windows and every live object
+    that reaches into them are final: nothing later paints or erases there. Only the band below is
+    held (``sink.rows``); the final rows' first pixels are noted for the raster numbering, applied at
+    the end by ``sink.finish``. Memory: one tile's input and labels, the band (the tile height plus the
+    height of objects that straddle it, times the image width) and a few numbers per object; plus the
+    whole label image with the default in-memory sink.
     """
-    # One long loop on purpose (~150 lines): each tile's steps (candidates, priorities, matching, painting,
-    # replacing) share a dozen per-object arrays of that tile; split into functions they would be passed
-    # around whole, and the order of the steps is what the guarantee in Notes rests on.
+    if not 0 <= min_relative_area < 1:
+        raise ValueError(f"min_relative_area must be in [0, 1), got {min_relative_area!r}")
     shape = tuple(image.shape)
     ny, nx = shape[-2:]
-    out = np.zeros((ny, nx), np.int32)
+    if sink is None:
+        sink = LabelSink((ny, nx))
+    elif tuple(sink.shape) != (ny, nx):
+        raise ValueError(f"the sink's shape {tuple(sink.shape)} differs from the image's {(ny, nx)}")
     reg = _Registry()
+    rows_of_tiles: list[list[Tile]] = []
+    for t in iter_tiles(shape, config):
+        if rows_of_tiles and rows_of_tiles[-1][0].window[0] == t.window[0]:
+            rows_of_tiles[-1].append(t)
+        else:
+            rows_of_tiles.append([t])
+    b0 = 0
+    band = sink.rows(0, 0)
+    for tiles in rows_of_tiles:
+        wy = tiles[0].window[0]
+        start = reg.band_start(wy.start)
+        if start > b0:  # rows b0:start are final
+            reg.record_firsts(band[:start - b0], b0)
+        b0 = start
+        band = sink.rows(b0, wy.stop)
+        for t in tiles:
+            _stitch_tile(image, segment_fn, config, t, band, b0, reg, (ny, nx))
+    if ny > b0:
+        reg.record_firsts(band, b0)
+    sink.rows(ny, ny)  # every row is final
+    return sink.finish(_raster_lut(reg, min_relative_area), config.tile)
+
+
+def _stitch_tile(image: Any, segment_fn: Callable[[np.ndarray], Any], config: TilingConfig, t: Tile,
+                 band: np.ndarray, b0: int, reg: _Registry, size: tuple[int, int]) -> None:
+    """Segment tile ``t`` and paint its objects into ``band`` (rows ``b0:`` of the label image)."""
+    # One long function on purpose (~130 lines): each tile's steps (candidates, priorities, matching,
+    # painting, replacing) share a dozen per-object arrays of that tile; split into functions they would
+    # be passed around whole, and the order of the steps is what the guarantee in Notes rests on.
+    ny, nx = size
     slack = config.slack_px
     frac = float(config.match_frac)
-    for t in iter_tiles(shape, config):
-        (wy, wx), (cy, cx) = t.window, t.core
-        tile = np.ascontiguousarray(image[(..., wy, wx)])
-        result = segment_fn(tile)
-        labels = np.asarray(result[0] if isinstance(result, tuple) else result)
-        h, w = tile.shape[-2:]
-        if labels.shape != (h, w):
-            raise ValueError(f"segment_fn returned labels of shape {labels.shape} for a tile of shape {tile.shape}")
-        if not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"segment_fn must return integer labels, got dtype {labels.dtype}")
-        n = int(labels.max(initial=0))
-        if n == 0:
-            continue
-        if labels.min() < 0:
-            raise ValueError("segment_fn returned negative labels")
-        if n > np.iinfo(np.int32).max:
-            raise ValueError(f"segment_fn returned label ids above the int32 range ({n})")
-        labels = labels.astype(np.int32, copy=False)
-        flat = labels.ravel().astype(np.intp)  # one cast: bincount and fancy indexing want intp
-        area = np.bincount(flat, minlength=n + 1)
-        present = area > 0
-        present[0] = False
-        boxes = _bbox_arrays(labels, n)
-        # the centre of the bounding box stands for the object's position (global coordinates); see Notes
-        cyy = (boxes[:, 0] + boxes[:, 1] - 1) / 2.0 + wy.start
-        cxx = (boxes[:, 2] + boxes[:, 3] - 1) / 2.0 + wx.start
-
-        # candidates: centre inside the core grown by the slack on its interior sides
-        top, bottom, left, right = t.interior
-        y_lo = cy.start - (slack if top else 0) - 0.5
-        y_hi = cy.stop + (slack if bottom else 0) - 0.5
-        x_lo = cx.start - (slack if left else 0) - 0.5
-        x_hi = cx.stop + (slack if right else 0) - 0.5
-        cand = present & (cyy >= y_lo) & (cyy < y_hi) & (cxx >= x_lo) & (cxx < x_hi)
-        if not cand.any():
-            continue
-
-        # priority: distance of the centre to the nearest interior (cut) edge; cut objects rank last
-        big = float(ny + nx)
-        dist = np.full(n + 1, big)
-        if top:
-            dist = np.minimum(dist, cyy - wy.start + 0.5)
-        if bottom:
-            dist = np.minimum(dist, wy.stop - 0.5 - cyy)
-        if left:
-            dist = np.minimum(dist, cxx - wx.start + 0.5)
-        if right:
-            dist = np.minimum(dist, wx.stop - 0.5 - cxx)
-        touch = np.zeros(n + 1, bool)
-        for flag, edge in zip(t.interior, (labels[0], labels[-1], labels[:, 0], labels[:, -1])):
-            if flag:
-                touch[edge] = True
-        prio = dist - np.where(touch, 2 * big, 0.0)
-
-        view = out[wy, wx]
-        # (tile object, painted object, shared pixels) for every candidate that meets painted objects
-        under = view.ravel()
-        busy = np.flatnonzero(under)
-        busy = busy[cand[flat[busy]]]
-        key = flat[busy].astype(np.int64) * (reg.size + 1) + under[busy]
-        pairs, counts = np.unique(key, return_counts=True)
-        pl, pe = np.divmod(pairs, reg.size + 1)
-        same = counts >= frac * np.minimum(area[pl], reg.area[pe])  # the same nucleus seen twice
-        matched = np.zeros(n + 1, bool)
-        matched[pl[same]] = True
-        loses = np.zeros(n + 1, bool)
-        loses[pl[same & (reg.prio[pe] >= prio[pl])]] = True
-
-        # new nuclei (no match): one vectorized paint onto background pixels under new ids
-        fresh = cand & ~matched
-        n_fresh = int(np.count_nonzero(fresh))
-        if n_fresh:
-            new = reg.add(n_fresh)
-            lut = np.zeros(n + 1, np.int32)
-            lut[fresh] = new
-            # arithmetic instead of a boolean-mask assignment: several times faster on label images
-            paint = np.take(lut, labels) * (view == 0)
-            view += paint
-            reg.area[new] = np.bincount(paint.ravel(), minlength=int(new[-1]) + 1)[new]
-            reg.prio[new] = prio[fresh]
-            reg.bbox[new] = boxes[fresh] + (wy.start, wy.start, wx.start, wx.start)
-
-        # better copies of nuclei already painted: replace them, best first (rare enough to loop)
-        better = np.flatnonzero(matched & ~loses)
-        for lab in better[np.argsort(-prio[better], kind="stable")]:
-            y0, y1, x0, x1 = boxes[lab]
-            own = labels[y0:y1, x0:x1] == lab
-            crop = view[y0:y1, x0:x1]
-            under_l = crop[own]
-            ids, cnt = np.unique(under_l[under_l > 0], return_counts=True)
-            a = int(area[lab])
-            hits = [int(e) for e, c in zip(ids, cnt) if c >= frac * min(a, int(reg.area[e]))]
-            if not hits or any(reg.prio[e] >= prio[lab] for e in hits):
-                continue  # the state changed since the vectorized check: be conservative
-            keep = min(hits)
-            for e in hits:
-                by0, by1, bx0, bx1 = reg.bbox[e]
-                region = out[by0:by1, bx0:bx1]
-                region[region == e] = 0
-                reg.area[e] = 0
-            target = own & (crop == 0)
-            crop[target] = keep
-            reg.area[keep] = int(np.count_nonzero(target))
-            reg.prio[keep] = prio[lab]
-            reg.bbox[keep] = (y0 + wy.start, y1 + wy.start, x0 + wx.start, x1 + wx.start)
-    return _relabel_raster(out, reg, config.tile)
-
-
-def _relabel_raster(labels: np.ndarray, reg: _Registry, chunk: int) -> np.ndarray:
-    """Relabel ``labels`` to 1..N in raster order of each object's first pixel, in place.
-
-    The registry's boxes contain each live object, so its first pixel is found by scanning the box's
-    rows from the top (usually the first row) instead of a pass over the whole image.
-    """
-    n = reg.size
+    (wy, wx), (cy, cx) = t.window, t.core
+    tile = np.ascontiguousarray(image[(..., wy, wx)])
+    result = segment_fn(tile)
+    labels = np.asarray(result[0] if isinstance(result, tuple) else result)
+    h, w = tile.shape[-2:]
+    if labels.shape != (h, w):
+        raise ValueError(f"segment_fn returned labels of shape {labels.shape} for a tile of shape {tile.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"segment_fn must return integer labels, got dtype {labels.dtype}")
+    n = int(labels.max(initial=0))
     if n == 0:
-        return labels
-    firsts = []
-    for i in np.flatnonzero(reg.area[:n + 1] > 0):
-        y0, y1, x0, x1 = (int(v) for v in reg.bbox[i])
-        for r in range(y0, y1):
-            hit = np.flatnonzero(labels[r, x0:x1] == i)
-            if hit.size:
-                firsts.append((r, x0 + int(hit[0]), int(i)))
-                break
-    firsts.sort()
+        return
+    if labels.min() < 0:
+        raise ValueError("segment_fn returned negative labels")
+    if n > np.iinfo(np.int32).max:
+        raise ValueError(f"segment_fn returned label ids above the int32 range ({n})")
+    labels = labels.astype(np.int32, copy=False)
+    flat = labels.ravel().astype(np.intp)  # one cast: bincount and fancy indexing want intp
+    area = np.bincount(flat, minlength=n + 1)
+    present = area > 0
+    present[0] = False
+    boxes = _bbox_arrays(labels, n)
+    # the centre of the bounding box stands for the object's position (global coordinates); see Notes
+    cyy = (boxes[:, 0] + boxes[:, 1] - 1) / 2.0 + wy.start
+    cxx = (boxes[:, 2] + boxes[:, 3] - 1) / 2.0 + wx.start
+
+    # candidates: centre inside the core grown by the slack on its interior sides
+    top, bottom, left, right = t.interior
+    y_lo = cy.start - (slack if top else 0) - 0.5
+    y_hi = cy.stop + (slack if bottom else 0) - 0.5
+    x_lo = cx.start - (slack if left else 0) - 0.5
+    x_hi = cx.stop + (slack if right else 0) - 0.5
+    cand = present & (cyy >= y_lo) & (cyy < y_hi) & (cxx >= x_lo) & (cxx < x_hi)
+    if not cand.any():
+        return
+
+    # priority: distance of the centre to the nearest interior (cut) edge; cut objects rank last
+    big = float(ny + nx)
+    dist = np.full(n + 1, big)
+    if top:
+        dist = np.minimum(dist, cyy - wy.start + 0.5)
+    if bottom:
+        dist = np.minimum(dist, wy.stop - 0.5 - cyy)
+    if left:
+        dist = np.minimum(dist, cxx - wx.start + 0.5)
+    if right:
+        dist = np.minimum(dist, wx.stop - 0.5 - cxx)
+    touch = np.zeros(n + 1, bool)
+    for flag, edge in zip(t.interior, (labels[0], labels[-1], labels[:, 0], labels[:, -1])):
+        if flag:
+            touch[edge] = True
+    prio = dist - np.where(touch, 2 * big, 0.0)
+
+    view = band[wy.start - b0:wy.stop - b0, wx]
+    # (tile object, painted object, shared pixels) for every candidate that meets painted objects
+    under = view.ravel()
+    busy = np.flatnonzero(under)
+    busy = busy[cand[flat[busy]]]
+    key = flat[busy].astype(np.int64) * (reg.size + 1) + under[busy]
+    pairs, counts = np.unique(key, return_counts=True)
+    pl, pe = np.divmod(pairs, reg.size + 1)
+    same = counts >= frac * np.minimum(area[pl], reg.area[pe])  # the same nucleus seen twice
+    matched = np.zeros(n + 1, bool)
+    matched[pl[same]] = True
+    loses = np.zeros(n + 1, bool)
+    loses[pl[same & (reg.prio[pe] >= prio[pl])]] = True
+
+    # new nuclei (no match): one vectorized paint onto background pixels under new ids
+    fresh = cand & ~matched
+    n_fresh = int(np.count_nonzero(fresh))
+    if n_fresh:
+        new = reg.add(n_fresh)
+        lut = np.zeros(n + 1, np.int32)
+        lut[fresh] = new
+        # arithmetic instead of a boolean-mask assignment: several times faster on label images
+        paint = np.take(lut, labels) * (view == 0)
+        view += paint
+        reg.area[new] = np.bincount(paint.ravel(), minlength=int(new[-1]) + 1)[new]
+        reg.prio[new] = prio[fresh]
+        reg.bbox[new] = boxes[fresh] + (wy.start, wy.start, wx.start, wx.start)
+
+    # better copies of nuclei already painted: replace them, best first (rare enough to loop)
+    better = np.flatnonzero(matched & ~loses)
+    for lab in better[np.argsort(-prio[better], kind="stable")]:
+        y0, y1, x0, x1 = boxes[lab]
+        own = labels[y0:y1, x0:x1] == lab
+        crop = view[y0:y1, x0:x1]
+        under_l = crop[own]
+        ids, cnt = np.unique(under_l[under_l > 0], return_counts=True)
+        a = int(area[lab])
+        hits = [int(e) for e, c in zip(ids, cnt) if c >= frac * min(a, int(reg.area[e]))]
+        if not hits or any(reg.prio[e] >= prio[lab] for e in hits):
+            continue  # the state changed since the vectorized check: be conservative
+        keep = min(hits)
+        for e in hits:
+            by0, by1, bx0, bx1 = reg.bbox[e]
+            # in the band: e reaches this tile's rows, so its box starts at or below the band's top
+            region = band[by0 - b0:by1 - b0, bx0:bx1]
+            region[region == e] = 0
+            reg.area[e] = 0
+        target = own & (crop == 0)
+        crop[target] = keep
+        reg.area[keep] = int(np.count_nonzero(target))
+        reg.prio[keep] = prio[lab]
+        reg.bbox[keep] = (y0 + wy.start, y1 + wy.start, x0 + wx.start, x1 + wx.start)
+
+
+def _raster_lut(reg: _Registry, min_relative_area: float) -> np.ndarray:
+    """Provisional id -> final id: 1..N in raster order of each live object's first pixel, objects
+    below ``min_relative_area`` x the mean area mapped to 0."""
+    n = reg.size
     lut = np.zeros(n + 1, np.int32)
-    for k, (_, _, i) in enumerate(firsts, start=1):
-        lut[i] = k
-    # in row chunks so the temporary stays tile-sized
-    step = max(1, int(chunk))
-    for r in range(0, labels.shape[0], step):
-        labels[r:r + step] = np.take(lut, labels[r:r + step])
-    return labels
+    live = np.flatnonzero(reg.area[:n + 1] > 0)
+    if live.size == 0:
+        return lut
+    first = reg.first[live]
+    if (first < 0).any():  # the argument in segment_tiled's Notes failed: never silently misnumber
+        raise RuntimeError(f"{int((first[:, 0] < 0).sum())} stitched objects were never found in final rows")
+    order = live[np.lexsort((first[:, 1], first[:, 0]))]
+    if min_relative_area > 0:
+        areas = reg.area[order]
+        order = order[areas >= min_relative_area * areas.mean()]
+    lut[order] = np.arange(1, order.size + 1, dtype=np.int32)
+    return lut

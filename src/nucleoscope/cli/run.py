@@ -14,6 +14,7 @@ import sys
 
 from .. import InputError
 from ..pipeline import DEFAULT_TILE_SIZE, RunConfig
+from ..pipeline.run import LAZY_MEGAPIXELS
 from ..qc import QCConfig
 from ..segment import METHODS
 
@@ -28,6 +29,17 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not (math.isfinite(v) and v > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return v
+
+
+def _nonnegative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return v
 
 
@@ -97,6 +109,11 @@ def add_run_options(p: argparse.ArgumentParser, method_flag: str = "--method") -
     p.add_argument("--ome-zarr", action="store_true",
                    help="also write ome-zarr/<image>.ome.zarr: the image with its labels, multiscale (napari, "
                         "Fiji, OMERO open it); needs pip install 'nucleoscope[ome]'")
+    p.add_argument("--lazy-above", type=_nonnegative_float, default=LAZY_MEGAPIXELS, metavar="MP",
+                   help="with --ome-zarr: a TIFF or OME-Zarr image over MP megapixels that is tiled is segmented "
+                        "without reading it whole, its labels written tile by tile to the store, so segmenting "
+                        "needs memory for a tile, not the image (measuring still reads it whole; default: "
+                        "%(default)s)")
     p.add_argument("--crops", type=_window_size, nargs="?", const=128, default=0, metavar="SIZE",
                    help="also write crops.h5: every nucleus centred in a SIZE x SIZE window (default SIZE 128)")
     p.add_argument("--patches", type=_window_size, nargs="?", const=32, default=0, metavar="SIZE",
@@ -147,6 +164,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
                      drop_flagged=args.drop_flagged, qc=QCConfig(edge_margin=args.edge_margin, max_box=args.max_box),
                      diameter=None if um else args.diameter, diameter_um=args.diameter if um else None,
                      overlays=not args.no_overlays, rois=args.rois, ome_zarr=args.ome_zarr, scale=args.scale,
+                     lazy_megapixels=getattr(args, "lazy_above", LAZY_MEGAPIXELS),
                      crops=args.crops, patches=args.patches, tile_size=args.tile_size or None)
 
 

@@ -22,7 +22,7 @@ from .analyze import analyze
 from .engine import BASE_IMAGE_COLUMNS, OUTPUT_SUBFOLDERS, BatchJob, Item, check_window_bytes, run_jobs
 from .overlay import overlay_rgb
 
-__all__ = ["DEFAULT_TILE_SIZE", "IMAGE_COLUMNS", "RunConfig", "RunJob", "looks_like_labels", "run_batch"]
+__all__ = ["DEFAULT_TILE_SIZE", "IMAGE_COLUMNS", "LAZY_MEGAPIXELS", "RunConfig", "RunJob", "looks_like_labels", "run_batch"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ assert set(BASE_IMAGE_COLUMNS) <= set(IMAGE_COLUMNS)
 #: untiled Otsu peaks at ~25x the image's float32 size, so 8192² (256 MiB) reaches ~6 GiB, while tiles
 #: of 4096² keep the segmenter's share under ~1.6 GiB whatever the image size.
 DEFAULT_TILE_SIZE = 4096
+#: With ``--ome-zarr``, tiled images over this many megapixels are segmented lazily, their labels written
+#: tile by tile to the store (bench/huge.py: 8192² is 67 MP).
+LAZY_MEGAPIXELS = 64.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,12 @@ class RunConfig:
         Segment the image resized by this factor and map the nuclei back (see :func:`analyze`).
     tile_size : int or None
         Segment images with a side over this (px, as segmented) in overlapping tiles; ``None``: never.
+    lazy_megapixels : float or None
+        With ``ome_zarr``: a TIFF or OME-Zarr image over this many megapixels that is tiled is segmented
+        without reading it whole, its labels written tile by tile straight to the OME-Zarr store
+        (:class:`nucleoscope.io.ZarrLabelSink`; not with ``scale`` or ``drop_flagged``). The
+        measurements and the other outputs then read the image and the labels whole, as for any image.
+        ``None``: never. The labels are the same either way, so it is not part of :meth:`key`.
     """
 
     method: str = "auto"
@@ -91,6 +100,7 @@ class RunConfig:
     patches: int = 0
     scale: float = 1.0
     tile_size: int | None = DEFAULT_TILE_SIZE
+    lazy_megapixels: float | None = LAZY_MEGAPIXELS
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.scale) and self.scale > 0):
@@ -107,11 +117,13 @@ class RunConfig:
                 raise ValueError(f"{name} must be a finite number > 0, got {v}")
         if self.tile_size is not None and (int(self.tile_size) != self.tile_size or self.tile_size < 256):
             raise ValueError(f"tile_size must be an integer >= 256 px, got {self.tile_size}")
+        if self.lazy_megapixels is not None and not (np.isfinite(self.lazy_megapixels) and self.lazy_megapixels >= 0):
+            raise ValueError(f"lazy_megapixels must be a number >= 0, got {self.lazy_megapixels}")
 
     def key(self) -> str:
         """Short hash of everything that changes the results of an image."""
         d = asdict(self)
-        for k in ("overlays", "rois", "ome_zarr", "crops", "patches"):
+        for k in ("overlays", "rois", "ome_zarr", "crops", "patches", "lazy_megapixels"):
             d.pop(k)
         # options at their defaults are left out: keeps the keys of runs made before they existed
         for k, default in (("scale", 1.0), ("diameter", None), ("diameter_um", None),
@@ -228,6 +240,9 @@ class RunJob(BatchJob):
         from .. import io
 
         c = self.config
+        lazy = self._lazy_input(item)
+        if lazy is not None:
+            return self._process_lazy(item, lazy, out, rec)
         img = io.read_image(item.path, channel=c.channel, plane=c.plane, pixel_size=c.pixel_size)
         rec["Megapixels"] = img.megapixels
         if looks_like_labels(img.data, img.dtype):
@@ -243,20 +258,79 @@ class RunJob(BatchJob):
             if exc.path is None:  # the problem is this image's: name it
                 raise InputError(exc.problem, path=item.path) from exc
             raise
-        table = res.table.copy()
-        table.insert(0, "ImageName", item.name)
-        io.write_labels(out / "labels" / f"{item.name}.tif", res.labels, spacing=img.spacing)
-        if c.overlays:
-            flagged = table.loc[table["QC_Flagged"], "ObjectNumber"].to_numpy(dtype=np.int64)
-            io.write_png(out / "overlays" / f"{item.name}.png", overlay_rgb(img.data, res.labels, flagged))
-        if c.rois:
-            io.write_imagej_rois(out / "rois" / f"{item.name}.zip", res.labels)
         if c.ome_zarr:
             stored = np.dtype(img.dtype)  # values as acquired, so the file's own integer type holds them
             pixels = img.data.astype(stored) if np.issubdtype(stored, np.integer) else img.data
             io.write_ome_zarr(out / "ome-zarr" / f"{item.name}.ome.zarr", pixels, res.labels, spacing=img.spacing)
-        rec.update(Flagged=int(table["QC_Flagged"].sum()), **_segmentation_record(res.details))
+        return self._write_outputs(item, out, rec, img, res.labels, res.table, res.details)
+
+    def _write_outputs(self, item: Item, out: Path, rec: dict[str, Any], img: Any, labels: np.ndarray,
+                       table: pd.DataFrame, details: Any) -> pd.DataFrame:
+        """labels/, overlays/, rois/ of one image and its record; returns its table rows."""
+        from .. import io
+
+        c = self.config
+        table = table.copy()
+        table.insert(0, "ImageName", item.name)
+        io.write_labels(out / "labels" / f"{item.name}.tif", labels, spacing=img.spacing)
+        if c.overlays:
+            flagged = table.loc[table["QC_Flagged"], "ObjectNumber"].to_numpy(dtype=np.int64)
+            io.write_png(out / "overlays" / f"{item.name}.png", overlay_rgb(img.data, labels, flagged))
+        if c.rois:
+            io.write_imagej_rois(out / "rois" / f"{item.name}.zip", labels)
+        rec.update(Flagged=int(table["QC_Flagged"].sum()), **_segmentation_record(details))
         return table
+
+    def _lazy_input(self, item: Item) -> Any:
+        """The image opened lazily (:class:`nucleoscope.io.LazyFile`) when it takes the lazy path
+        (:attr:`RunConfig.lazy_megapixels`), else None."""
+        from .. import io
+        from ..segment.tiled import needs_tiling
+
+        c = self.config
+        if (not c.ome_zarr or c.lazy_megapixels is None or c.tile_size is None or c.scale != 1.0
+                or c.drop_flagged):
+            return None
+        name = Path(item.path).name.lower()
+        if not name.endswith((".tif", ".tiff", ".zarr")):
+            return None
+        try:
+            lazy = io.open_image_lazy(item.path, channel=c.channel, plane=c.plane, pixel_size=c.pixel_size)
+        except InputError:  # axes it cannot slice lazily and the like: the whole-image reader decides
+            return None
+        if lazy.megapixels <= c.lazy_megapixels or not needs_tiling(lazy.shape, c.tile_size):
+            return None
+        return lazy
+
+    def _process_lazy(self, item: Item, lazy: Any, out: Path, rec: dict[str, Any]) -> pd.DataFrame:
+        """Segment tile by tile with the labels written straight to ``ome-zarr/<name>.ome.zarr``, then
+        measure as :meth:`process` does (the image and the labels read whole)."""
+        from .. import io
+        from ..segment.tiled import segment_large
+        from .analyze import check_sizes, diameter_px, measure_labels
+
+        c = self.config
+        rec["Megapixels"] = lazy.megapixels
+        rec["PixelSize_um"] = lazy.spacing if lazy.spacing else float("nan")
+        store = out / "ome-zarr" / f"{item.name}.ome.zarr"
+        try:
+            d = diameter_px(c.diameter, c.diameter_um, lazy.spacing)
+            check_sizes(lazy.shape, 1.0, d)
+            with io.ZarrLabelSink(store, lazy.data, spacing=lazy.spacing) as sink:
+                _, details = segment_large(lazy.data, method=c.method, spacing=lazy.spacing, diameter=d,
+                                           tile_size=c.tile_size, sink=sink, **c.segment_options)
+        except InputError as exc:
+            if exc.path is None:
+                raise InputError(exc.problem, path=item.path) from exc
+            raise
+        log.info("%s: %.0f MP segmented lazily, labels written tile by tile to %s", item.path,
+                 lazy.megapixels, store)
+        # measuring is today's step: the image and the labels whole in memory
+        img = io.read_image(item.path, channel=c.channel, plane=c.plane, pixel_size=c.pixel_size)
+        labels = io.read_zarr_labels(store)
+        table = measure_labels(img.data, labels, spacing=img.spacing, saturation=img.saturation,
+                               feature_set=c.feature_set, qc=c.qc)
+        return self._write_outputs(item, out, rec, img, labels, table, details)
 
     def parameters(self) -> dict[str, Any]:
         return asdict(self.config)

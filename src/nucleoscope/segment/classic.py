@@ -417,7 +417,7 @@ def tiled_config(image: np.ndarray, method: str, config: ClassicConfig | None, s
 
     Parameters
     ----------
-    image : (Y, X) array
+    image : (Y, X) array, or a lazily read image (:class:`nucleoscope.segment.tiled.LazyImage`)
     method : {"otsu", "classic", "tissue"}
     config : ClassicConfig or None
     smoothed_parts : callable
@@ -427,8 +427,18 @@ def tiled_config(image: np.ndarray, method: str, config: ClassicConfig | None, s
     """
     config = config or ClassicConfig()
     if config.threshold is None:
-        img, scale = _as_float(image)
-        if not _is_flat(img):
+        if isinstance(image, np.ndarray):
+            img, scale = _as_float(image)
+            flat = _is_flat(img)
+        else:  # read lazily (segment.tiled.LazyImage): _as_float's range and scaling from its tiles
+            lo, hi = image.value_range()
+            peak = max(abs(lo), abs(hi))
+            img, scale = image, 1.0
+            if np.isfinite(peak) and peak > 0 and not _SAFE_MAGNITUDE[0] <= peak <= _SAFE_MAGNITUDE[1]:
+                img, scale = image.divided(peak), peak
+                lo, hi = lo / peak, hi / peak
+            flat = not hi - lo > 1e-6 * max(1.0, abs(hi))
+        if not flat:
             def parts():
                 return smoothed_parts(img, config.smooth_sigma) if config.smooth_sigma else iter([img])
 

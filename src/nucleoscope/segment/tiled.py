@@ -19,7 +19,10 @@ fills a background pocket enclosed by a ring of touching nuclei (one giant objec
 tile stays open there, its nuclei split as usual. ``classic`` (morphological reconstruction propagates across the image)
 and ``nuset`` (each tile is normalized by its own foreground) come close but not bit-exact.
 Memory: the image, the labels and one tile's working set (``tissue`` with Li's or Shanbhag's threshold
-also gathers one float32 copy of the smoothed image while the threshold is planned).
+also gathers one float32 copy of the smoothed image while the threshold is planned). A lazily read image
+(a zarr array, a memmap: :class:`LazyImage`) is read a crop or a tile at a time, and with a sink that
+writes to disk (``sink=``, :class:`nucleoscope.io.ZarrLabelSink`) the labels are not held either: then
+one tile's working set and a band of label rows as wide as the image.
 """
 
 from __future__ import annotations
@@ -31,15 +34,67 @@ from typing import Any
 
 import numpy as np
 
-from ..postprocess import object_areas
-from ..tiling import TilingConfig, iter_tiles, segment_tiled
+from ..tiling import LabelSink, TilingConfig, iter_tiles, segment_tiled
 from .details import SegmentDetails
 
-__all__ = ["TiledDetails", "fitted_tile", "needs_tiling", "plan_overlap", "segment_large"]
+__all__ = ["LazyImage", "TiledDetails", "as_tile_source", "fitted_tile", "needs_tiling", "plan_overlap",
+           "segment_large"]
 
 _CLASSIC = ("otsu", "classic", "tissue")
 #: crops (px per side, at most) the diameter is estimated on when it is not given
 _PLAN_CROP = 1024
+
+
+class LazyImage:
+    """A (Y, X) image read tile by tile: any sliceable array (zarr, memory-mapped TIFF) seen as float32.
+
+    Slicing returns a float32 ndarray of that part only, divided by ``divisor``; nothing else is read.
+
+    Parameters
+    ----------
+    array : array-like, (Y, X)
+        Supports numpy slicing with two slices; ``shape`` and ``dtype`` attributes.
+    divisor : float
+        Every value read is divided by this (1.0: values as stored).
+    """
+
+    def __init__(self, array: Any, divisor: float = 1.0) -> None:
+        if len(array.shape) != 2:
+            raise ValueError(f"a lazy image must be (Y, X), got shape {tuple(array.shape)}")
+        self.array = array
+        self.divisor = float(divisor)
+        self.shape = (int(array.shape[0]), int(array.shape[1]))
+        self.dtype = np.dtype(np.float32)
+        self.ndim = 2
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, tuple) and key and key[0] is Ellipsis:
+            key = key[1:]
+        part = np.asarray(self.array[key], dtype=np.float32)
+        return part / np.float32(self.divisor) if self.divisor != 1.0 else part
+
+    def divided(self, factor: float) -> "LazyImage":
+        """The same image with every value divided by ``factor`` as well."""
+        return LazyImage(self.array, self.divisor * float(factor))
+
+    def value_range(self, tile: int = 4096) -> tuple[float, float]:
+        """(min, max) of the values read, tile by tile."""
+        lo, hi = math.inf, -math.inf
+        for y in range(0, self.shape[0], tile):
+            for x in range(0, self.shape[1], tile):
+                part = self[y:y + tile, x:x + tile]
+                lo, hi = min(lo, float(part.min())), max(hi, float(part.max()))
+        return lo, hi
+
+
+def as_tile_source(image: Any) -> np.ndarray | LazyImage:
+    """An in-memory image as a float32 ndarray (as before); a lazy one (a memmap, a zarr array, anything
+    sliceable that is not an ndarray) as a :class:`LazyImage`, never read whole."""
+    if isinstance(image, LazyImage):
+        return image
+    if isinstance(image, np.ndarray) and not isinstance(image, np.memmap):
+        return np.asarray(image, dtype=np.float32)
+    return LazyImage(image)
 
 
 @dataclass
@@ -124,15 +179,17 @@ def _plan_diameter(image: np.ndarray, method: str, spacing: float | None, option
     return (float(np.median(found)), len(found)) if found else (math.nan, 0)
 
 
-def segment_large(image: np.ndarray, *, method: str, spacing: float | None = None,
+def segment_large(image: Any, *, method: str, spacing: float | None = None,
                   diameter: float | None = None, tile_size: int = 4096,
-                  on_tile: Callable[[int, int], None] | None = None,
-                  **options: Any) -> tuple[np.ndarray, TiledDetails]:
+                  on_tile: Callable[[int, int], None] | None = None, sink: LabelSink | None = None,
+                  **options: Any) -> tuple[Any, TiledDetails]:
     """Segment a (Y, X) image of any size in overlapping tiles with one segmenter of the contract.
 
     Parameters
     ----------
-    image : (Y, X) float array
+    image : (Y, X) array-like
+        An ndarray, or an array read lazily (a zarr array, a memory-mapped TIFF, :class:`LazyImage`):
+        then only crops and tiles of it are read, as float32, and never the whole image at once.
     method : str
         A registered segmenter (:data:`nucleoscope.segment.METHODS`).
     spacing : float, optional
@@ -144,12 +201,16 @@ def segment_large(image: np.ndarray, *, method: str, spacing: float | None = Non
     on_tile : callable, optional
         ``on_tile(done, total)`` after each tile is segmented (a progress bar); an exception it raises
         stops the segmentation there and propagates (a cancel).
+    sink : LabelSink, optional
+        Where the stitched labels go (:func:`nucleoscope.tiling.segment_tiled`); default in memory.
+        With a lazy image and a sink that writes to disk (:class:`nucleoscope.io.ZarrLabelSink`) the
+        memory is bounded by the tile size, not the image size.
     **options
         The method's own options, given to every tile.
 
     Returns
     -------
-    labels : (Y, X) int32
+    labels : (Y, X) int32, or what ``sink.finish`` returns
         Numbered 1..N in raster order of each nucleus's first pixel.
     details : TiledDetails
     """
@@ -158,7 +219,7 @@ def segment_large(image: np.ndarray, *, method: str, spacing: float | None = Non
     from . import segment
 
     t0 = time.perf_counter()
-    image = np.asarray(image, dtype=np.float32)
+    image = as_tile_source(image)
     timings: dict[str, float] = {}
     if diameter is not None:
         d, source = float(diameter), "given"
@@ -211,29 +272,11 @@ def segment_large(image: np.ndarray, *, method: str, spacing: float | None = Non
     total = sum(1 for _ in iter_tiles(image.shape, tiling)) if on_tile is not None else 0
 
     t = time.perf_counter()
-    labels = segment_tiled(image, run_tile, tiling)
+    # the untiled pipelines drop objects below this fraction of the image's mean area: done once, on the
+    # stitched labels, in the same renumbering pass
+    labels = segment_tiled(image, run_tile, tiling, sink=sink, min_relative_area=relative)
     timings["tiles"] = time.perf_counter() - t
-    if relative > 0:
-        # the untiled pipelines drop objects below this fraction of the image's mean area
-        _drop_small_relative_inplace(labels, relative, chunk=tiling.tile)
     timings["total"] = time.perf_counter() - t0
     return labels, TiledDetails(method=method, tile_size=tiling.tile, overlap=overlap, n_tiles=n_tiles,
                                 diameter_source=source, threshold=threshold, diameter_px=d,
                                 flattened=any(flattened), timings=timings, warnings=warnings)
-
-
-def _drop_small_relative_inplace(labels: np.ndarray, fraction: float, *, chunk: int) -> None:
-    """Remove objects below ``fraction`` x the mean object area and renumber 1..N keeping the order of
-    the ids, in place, in row chunks: :func:`nucleoscope.postprocess.remove_small_relative` followed by
-    a relabel would make two full copies of a label image that may be gigabytes."""
-    areas = object_areas(labels)
-    present = areas > 0
-    present[0] = False
-    if not present.any():
-        return
-    keep = present & (areas >= fraction * areas[present].mean())
-    lut = np.zeros(areas.size, np.int32)
-    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    step = max(1, int(chunk))
-    for r in range(0, labels.shape[0], step):
-        labels[r:r + step] = np.take(lut, labels[r:r + step])
